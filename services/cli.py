@@ -1,0 +1,38 @@
+"""`facegate` command line: run the embedded stack, calibrate a model, apply migrations.
+
+Heavy modules (TensorFlow, database drivers) are imported only by the subcommand that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facegate")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start Postgres, Redis and the services on this machine")
+    run.add_argument("--data-dir", default="data", help="where the embedded Postgres and Redis keep their data")
+
+    cal = sub.add_parser("calibrate", help="FMR/FNMR table and thresholds from a labelled folder of faces")
+    cal.add_argument("--faces", required=True, help="folder of <identity>/*.jpg")
+    cal.add_argument("--model", default=None, help="model id (default: the embedder's configured model)")
+    cal.add_argument("--plot", default="calibration.png", help="where to write the ROC/DET plot (PNG)")
+    cal.add_argument("--json", default=None, help="also write the results as JSON here")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        from services.stack import run_stack
+
+        return run_stack(data_dir=args.data_dir)
+    if args.command == "calibrate":
+        from services.embedder.calibrate import run_calibration
+
+        return run_calibration(faces=args.faces, model_id=args.model, plot=args.plot, json_path=args.json)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

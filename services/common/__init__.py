@@ -1,0 +1,1 @@
+"""Infrastructure every service uses the same way: errors, request ids, metrics, health."""

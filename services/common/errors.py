@@ -1,0 +1,130 @@
+"""One error model for all services (after Polar's exceptions + exception_handlers).
+
+Domain code raises a `FacegateError` subclass; the handlers render every error, including FastAPI's own
+validation and routing errors, as `services.contracts.errors.ErrorResponse`. Unexpected exceptions become a
+generic 500 without internals; nothing else is turned into a 4xx behind the code's back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.contracts.errors import ErrorResponse
+
+log = logging.getLogger("facegate.errors")
+
+
+class FacegateError(Exception):
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.error_code = code or self.code
+        self.headers = headers
+        self.errors = errors
+
+
+class BadRequest(FacegateError):
+    status_code = 400
+    code = "bad_request"
+
+
+class NotFound(FacegateError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(FacegateError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(FacegateError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(FacegateError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class Unprocessable(FacegateError):
+    status_code = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(FacegateError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+# For OpenAPI: `responses=ERROR_RESPONSES` on routers lists the envelope for the common statuses.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": code} for status, code in _STATUS_CODES.items()
+}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(request: Request, status: int, body: ErrorResponse, headers: dict[str, str] | None = None):
+    body.request_id = _request_id(request)
+    return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True), headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FacegateError)
+    async def _facegate(request: Request, exc: FacegateError) -> JSONResponse:
+        body = ErrorResponse(code=exc.error_code, detail=exc.detail, errors=exc.errors)
+        return error_response(request, exc.status_code, body, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        body = ErrorResponse(code="validation_error", detail="request is not valid", errors=errors)
+        return error_response(request, 422, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        body = ErrorResponse(code=code, detail=str(exc.detail))
+        return error_response(request, exc.status_code, body, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": _request_id(request)})
+        body = ErrorResponse(code="internal_error", detail="internal error")
+        return error_response(request, 500, body)
