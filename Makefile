@@ -25,6 +25,11 @@ lint: setup
 	$(BIN)/ruff check services tests bench migrations
 	$(BIN)/ruff format --check services tests bench migrations
 
+bench: setup
+	$(BIN)/python -m pip install -q -e '.[baseline]'
+	$(BIN)/python bench/embedder.py --json bench/out/embedder.json
+	$(BIN)/python bench/matcher.py --json bench/out/matcher.json
+
 typecheck: setup
 	$(BIN)/mypy services
 

