@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
-EXTRAS ?= embedder,matcher,embedded,dev
+EXTRAS ?= embedder,matcher,gateway,embedded,dev
 
 .PHONY: setup run test lint typecheck bench clean
 
