@@ -33,7 +33,8 @@ def _route_template(app: Any, scope: Scope) -> str:
     for route in getattr(app, "routes", []):
         match, _ = route.matches(scope)
         if match == Match.FULL:
-            return str(getattr(route, "path", scope.get("path", "")))
+            # never the raw path: ids in it would explode label cardinality
+            return str(getattr(route, "path", None) or "unmatched")
     return "unmatched"
 
 
@@ -63,7 +64,9 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = _route_template(scope.get("app"), scope)
+            # FastAPI (0.12x+) wraps included routers, so walking app.routes no longer finds the template;
+            # the matched route it leaves in the scope carries it (prefix included).
+            route = getattr(scope.get("route"), "path", None) or _route_template(scope.get("app"), scope)
             method = scope.get("method", "")
             HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
             HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
