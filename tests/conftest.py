@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,30 @@ def faces_dir() -> Path:
     if not (root / "dev").is_dir():
         pytest.skip(f"face photos not found at {root} (set {FACES_ENV} to the folder holding dev/, noface/, group/)")
     return root
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 + pgvector (pgserver) in a temp dir, migrated to head; yields its libpq URL."""
+    import pgserver
+    from alembic import command
+    from alembic.config import Config
+
+    # Unix socket paths are limited to ~100 bytes, so keep the data dir short rather than under pytest's tmp.
+    datadir = Path(tempfile.mkdtemp(prefix="fg-pg-"))
+    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    url = server.get_uri()
+    previous = os.environ.get("FACEGATE_DATABASE_URL")
+    os.environ["FACEGATE_DATABASE_URL"] = url
+    try:
+        command.upgrade(Config(str(REPO / "alembic.ini")), "head")
+    finally:
+        if previous is None:
+            os.environ.pop("FACEGATE_DATABASE_URL", None)
+        else:
+            os.environ["FACEGATE_DATABASE_URL"] = previous
+    try:
+        yield url
+    finally:
+        server.cleanup()
+        shutil.rmtree(datadir, ignore_errors=True)

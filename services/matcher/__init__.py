@@ -1,0 +1,1 @@
+"""Matcher service: per-event galleries of face templates in Postgres + pgvector, exact / HNSW search."""

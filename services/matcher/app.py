@@ -1,0 +1,68 @@
+"""Matcher ASGI app: `uvicorn services.matcher.app:create_app --factory --port 8002`.
+
+The lifespan builds the async engine and sessionmaker; nothing is created at import time. Schema changes are
+Alembic's job (`alembic upgrade head`); on start the app only checks that the schema exists and says so in
+the log, and `/readyz` keeps reporting what is missing until it does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from services.common.db import sqlalchemy_url
+from services.common.errors import install_error_handlers
+from services.common.observability import install_observability
+from services.matcher import store
+from services.matcher.api import ops_router, router
+from services.matcher.settings import MatcherSettings
+
+log = logging.getLogger("facegate.matcher")
+
+
+def build_engine(settings: MatcherSettings) -> AsyncEngine:
+    options = "-c jit=off"  # JIT compilation costs more than it saves on millisecond queries
+    if settings.statement_timeout_ms:
+        options += f" -c statement_timeout={settings.statement_timeout_ms}"
+    return create_async_engine(
+        sqlalchemy_url(settings.database_url),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args={"options": options},
+    )
+
+
+def create_app(settings: MatcherSettings | None = None) -> FastAPI:
+    settings = settings or MatcherSettings()  # type: ignore[call-arg]  # database_url comes from the env
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = build_engine(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            async with app.state.sessionmaker() as session:
+                missing = await store.missing_schema(session)
+            if missing:
+                log.warning("matcher schema incomplete (%s): run `alembic upgrade head`", ", ".join(missing))
+        except Exception as exc:  # start anyway: readiness reports the database until it is reachable
+            log.warning("database not reachable at start: %s", type(exc).__name__)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="facegate matcher", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_observability(app, service="matcher")
+    app.include_router(router)
+    app.include_router(ops_router)
+    return app

@@ -1,0 +1,232 @@
+"""Domain logic of the matcher: galleries pinned to a model, template validation, search modes, grouping.
+
+Embeddings are validated (length of the gallery's model, finite, not all zero) and normalised to unit length
+here, so a caller may send raw network outputs; every stored vector has norm 1 and cosine distance is
+1 - dot product.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.errors import Conflict, NotFound, Unprocessable
+from services.contracts.matcher import TemplateIn
+from services.contracts.models import get_model
+from services.matcher import store
+from services.matcher.metrics import SEARCH_CANDIDATES, SEARCHES
+from services.matcher.settings import MatcherSettings
+
+Mode = Literal["exact", "hnsw"]
+
+
+@dataclass(frozen=True)
+class Gallery:
+    row: store.GalleryRow
+    templates: int
+    attendees: int
+    search_mode: Mode
+
+
+@dataclass(frozen=True)
+class Match:
+    attendee_id: uuid.UUID
+    template_id: uuid.UUID
+    distance: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    matches: list[Match]
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class AttendeeDistance:
+    template_id: uuid.UUID
+    distance: float
+    templates: int
+
+
+def search_mode(templates: int, settings: MatcherSettings) -> Mode:
+    return "exact" if templates <= settings.exact_max_templates else "hnsw"
+
+
+def unit_vector(values: Sequence[float], *, dim: int, field: str = "embedding") -> np.ndarray:
+    """Check an embedding for a gallery of dimension `dim` and return it normalised (float32)."""
+    if len(values) != dim:
+        raise Unprocessable(
+            f"{field} has {len(values)} values; this gallery's model takes {dim}", code="dimension_mismatch"
+        )
+    vec = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(vec)):
+        raise Unprocessable(f"{field} has non-finite values", code="invalid_embedding")
+    norm = float(np.linalg.norm(vec))
+    if norm == 0.0 or not math.isfinite(norm):
+        raise Unprocessable(f"{field} is all zeros", code="invalid_embedding")
+    return (vec / norm).astype(np.float32)
+
+
+async def _require(session: AsyncSession, event_id: uuid.UUID, *, for_update: bool = False) -> store.GalleryRow:
+    row = await store.get_gallery(session, event_id, for_update=for_update)
+    if row is None:
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
+    return row
+
+
+def _check_model(row: store.GalleryRow, model_id: str) -> None:
+    if model_id != row.model_id:
+        raise Unprocessable(
+            f"gallery {row.event_id} is pinned to model {row.model_id!r}, not {model_id!r}", code="model_mismatch"
+        )
+
+
+async def ensure_gallery(
+    session: AsyncSession, event_id: uuid.UUID, *, model_id: str, settings: MatcherSettings
+) -> Gallery:
+    model = get_model(model_id)
+    if model is None:
+        raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
+    created = await store.insert_gallery(session, event_id, model_id=model.id, dim=model.dim)
+    if created is not None:
+        # An empty HNSW index costs nothing and takes inserts, so the gallery never needs a rebuild step.
+        await store.create_partition(
+            session, event_id, dim=model.dim, m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction
+        )
+        return Gallery(row=created, templates=0, attendees=0, search_mode=search_mode(0, settings))
+    existing = await _require(session, event_id)
+    if existing.model_id != model.id:
+        raise Conflict(
+            f"gallery {event_id} exists with model {existing.model_id!r}", code="model_mismatch"
+        )
+    return await gallery_stats(session, event_id, settings=settings)
+
+
+async def gallery_stats(session: AsyncSession, event_id: uuid.UUID, *, settings: MatcherSettings) -> Gallery:
+    row = await _require(session, event_id)
+    templates, attendees = await store.gallery_counts(session, event_id)
+    return Gallery(row=row, templates=templates, attendees=attendees, search_mode=search_mode(row.templates, settings))
+
+
+async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> int:
+    row = await _require(session, event_id, for_update=True)
+    await store.drop_gallery(session, event_id)
+    return row.templates
+
+
+async def add_templates(
+    session: AsyncSession, event_id: uuid.UUID, *, templates: Sequence[TemplateIn]
+) -> list[uuid.UUID]:
+    """All or nothing: any invalid template rejects the batch before a row is written."""
+    row = await _require(session, event_id)
+    rows: list[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]] = []
+    for i, t in enumerate(templates):
+        _check_model(row, t.model_id)
+        vec = unit_vector(t.embedding, dim=row.dim, field=f"templates[{i}].embedding")
+        if t.quality is not None and not math.isfinite(t.quality):
+            raise Unprocessable(f"templates[{i}].quality is not finite", code="invalid_quality")
+        rows.append((uuid.uuid4(), t.attendee_id, t.model_id, vec, t.quality))
+    try:
+        await store.insert_templates(session, event_id, rows=rows)
+    except ProgrammingError as exc:  # the partition was dropped between our read and the insert
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
+    # Last, so the gallery row's lock (which serialises concurrent writers' counters) is held briefly.
+    await store.add_to_count(session, event_id, len(rows))
+    return [r[0] for r in rows]
+
+
+async def attendee_templates(
+    session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID
+) -> tuple[str, list[store.TemplateRow]]:
+    row = await _require(session, event_id)
+    found = await store.attendee_templates(session, event_id, attendee_id)
+    if not found:
+        raise NotFound(f"attendee {attendee_id} has no templates in event {event_id}", code="attendee_not_found")
+    return row.model_id, found
+
+
+async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> int:
+    await _require(session, event_id)
+    deleted = await store.delete_attendee(session, event_id, attendee_id)
+    await store.add_to_count(session, event_id, -deleted)
+    return deleted
+
+
+async def attendee_distance(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    attendee_id: uuid.UUID,
+    *,
+    model_id: str,
+    embedding: Sequence[float],
+) -> AttendeeDistance:
+    row = await _require(session, event_id)
+    _check_model(row, model_id)
+    query = unit_vector(embedding, dim=row.dim)
+    found = await store.attendee_distances(session, event_id, attendee_id, query=query)
+    if not found:
+        raise NotFound(f"attendee {attendee_id} has no templates in event {event_id}", code="attendee_not_found")
+    best = found[0]
+    return AttendeeDistance(template_id=best.template_id, distance=best.distance, templates=len(found))
+
+
+def best_per_attendee(neighbours: Sequence[store.Neighbour], k: int) -> list[Match]:
+    """Keep each attendee's nearest template; neighbours arrive nearest first."""
+    seen: set[uuid.UUID] = set()
+    out: list[Match] = []
+    for nb in neighbours:
+        if nb.attendee_id in seen:
+            continue
+        seen.add(nb.attendee_id)
+        out.append(Match(attendee_id=nb.attendee_id, template_id=nb.template_id, distance=nb.distance))
+        if len(out) == k:
+            break
+    return out
+
+
+async def search(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    model_id: str,
+    embedding: Sequence[float] | np.ndarray,
+    k: int,
+    settings: MatcherSettings,
+    mode: Mode | None = None,
+    ef_search: int | None = None,
+) -> SearchResult:
+    """Top-k attendees by their best template's cosine distance, nearest first.
+
+    `mode`/`ef_search` override the gallery's size-based choice (benchmarks and tests use them).
+    """
+    row = await _require(session, event_id)
+    _check_model(row, model_id)
+    query = unit_vector(embedding, dim=row.dim)
+    chosen: Mode = mode or search_mode(row.templates, settings)
+    if chosen == "hnsw":
+        # One index scan yields at most ef_search rows, so the candidate set is ef_search templates, ordered
+        # exactly and grouped; k attendees need at least k * overfetch candidates.
+        ef = min(1000, max(ef_search or settings.hnsw_ef_search, k * settings.overfetch_per_attendee))
+        await store.set_hnsw_session(session, ef_search=ef)
+        neighbours = await store.nearest_templates(session, event_id, query=query, n=ef, mode="hnsw", dim=row.dim)
+        matches = best_per_attendee(neighbours, k)
+    else:
+        # Exact: fetch k * overfetch templates; if they hold fewer than k attendees (attendees with many
+        # templates) and there are more rows, double and retry. Full recall by construction.
+        n = k * settings.overfetch_per_attendee
+        while True:
+            neighbours = await store.nearest_templates(session, event_id, query=query, n=n, mode="exact", dim=row.dim)
+            matches = best_per_attendee(neighbours, k)
+            if len(matches) == k or len(neighbours) < n:
+                break
+            n *= 2
+    SEARCHES.labels(chosen).inc()
+    SEARCH_CANDIDATES.labels(chosen).observe(len(neighbours))
+    return SearchResult(matches=matches, mode=chosen)

@@ -1,0 +1,285 @@
+"""SQL of the matcher: the gallery registry and the per-event partitions of `face_templates`.
+
+Every statement on templates names the event's partition directly. That is the tenancy boundary (a partition
+holds one event's rows and nothing else), it needs no plan-time pruning (so prepared/generic plans cannot
+fall back to scanning every partition), it takes no lock on the parent (so creating or dropping another
+event's partition does not queue behind searches), and it lets one statement carry the partition's own
+dimension in the cast that its HNSW index is built on.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+PARENT = "face_templates"
+_PARTITION_RE = re.compile(r"^face_templates_e[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class GalleryRow:
+    event_id: uuid.UUID
+    model_id: str
+    dim: int
+    templates: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    id: uuid.UUID
+    attendee_id: uuid.UUID
+    model_id: str
+    embedding: list[float]
+    quality: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    template_id: uuid.UUID
+    attendee_id: uuid.UUID
+    distance: float
+
+
+def partition_name(event_id: uuid.UUID) -> str:
+    name = f"{PARENT}_e{event_id.hex}"
+    # The name is derived from a UUID and so only ever hex; checked anyway because it is spliced into DDL.
+    if not _PARTITION_RE.match(name):
+        raise ValueError(f"bad partition name {name!r}")
+    return name
+
+
+def _ident(session: AsyncSession, name: str) -> str:
+    return session.bind.dialect.identifier_preparer.quote_identifier(name)  # type: ignore[union-attr]
+
+
+def _table(session: AsyncSession, event_id: uuid.UUID) -> str:
+    return _ident(session, partition_name(event_id))
+
+
+def index_expression(dim: int) -> str:
+    """The expression the HNSW index is built on; queries must repeat it verbatim to be able to use it."""
+    return f"(embedding::vector({int(dim)}))"
+
+
+# --- galleries -------------------------------------------------------------------------------------------
+
+
+async def get_gallery(session: AsyncSession, event_id: uuid.UUID, *, for_update: bool = False) -> GalleryRow | None:
+    sql = "SELECT event_id, model_id, dim, templates, created_at FROM matcher_galleries WHERE event_id = :e"
+    if for_update:
+        sql += " FOR UPDATE"
+    row = (await session.execute(text(sql), {"e": event_id})).one_or_none()
+    return GalleryRow(*row) if row else None
+
+
+async def insert_gallery(session: AsyncSession, event_id: uuid.UUID, *, model_id: str, dim: int) -> GalleryRow | None:
+    """Register a gallery; None when the event already has one (a concurrent ensure waits here, then sees it)."""
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO matcher_galleries (event_id, model_id, dim) VALUES (:e, :m, :d)"
+                " ON CONFLICT (event_id) DO NOTHING"
+                " RETURNING event_id, model_id, dim, templates, created_at"
+            ),
+            {"e": event_id, "m": model_id, "d": dim},
+        )
+    ).one_or_none()
+    return GalleryRow(*row) if row else None
+
+
+async def create_partition(
+    session: AsyncSession, event_id: uuid.UUID, *, dim: int, m: int, ef_construction: int
+) -> None:
+    table = _table(session, event_id)
+    check = _ident(session, f"{partition_name(event_id)}_dim")
+    # DDL cannot take bind parameters: the event id is a formatted uuid.UUID and the numbers are ints.
+    await session.execute(
+        text(
+            f"CREATE TABLE {table} PARTITION OF {PARENT} ("
+            f" CONSTRAINT {check} CHECK (vector_dims(embedding) = {int(dim)}))"
+            f" FOR VALUES IN ('{event_id}')"
+        )
+    )
+    await create_hnsw_index(session, event_id, dim=dim, m=m, ef_construction=ef_construction)
+
+
+async def create_hnsw_index(
+    session: AsyncSession, event_id: uuid.UUID, *, dim: int, m: int, ef_construction: int
+) -> None:
+    table = _table(session, event_id)
+    index = _ident(session, f"{partition_name(event_id)}_hnsw")
+    await session.execute(
+        text(
+            f"CREATE INDEX {index} ON {table} USING hnsw ({index_expression(dim)} vector_cosine_ops)"
+            f" WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        )
+    )
+
+
+async def drop_hnsw_index(session: AsyncSession, event_id: uuid.UUID) -> None:
+    index = _ident(session, f"{partition_name(event_id)}_hnsw")
+    await session.execute(text(f"DROP INDEX IF EXISTS {index}"))
+
+
+async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> None:
+    await session.execute(text(f"DROP TABLE IF EXISTS {_table(session, event_id)}"))
+    await session.execute(text("DELETE FROM matcher_galleries WHERE event_id = :e"), {"e": event_id})
+
+
+async def add_to_count(session: AsyncSession, event_id: uuid.UUID, delta: int) -> None:
+    if delta:
+        await session.execute(
+            text("UPDATE matcher_galleries SET templates = templates + :n WHERE event_id = :e"),
+            {"n": delta, "e": event_id},
+        )
+
+
+async def gallery_counts(session: AsyncSession, event_id: uuid.UUID) -> tuple[int, int]:
+    """(templates, attendees) counted from the partition itself."""
+    row = (
+        await session.execute(
+            text(f"SELECT count(*), count(DISTINCT attendee_id) FROM {_table(session, event_id)}")
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+# --- templates -------------------------------------------------------------------------------------------
+
+
+async def insert_templates(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    rows: Sequence[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]],
+) -> None:
+    """rows: (id, attendee_id, model_id, unit embedding, quality); one executemany (psycopg pipelines it)."""
+    stmt = text(
+        f"INSERT INTO {_table(session, event_id)} (id, event_id, attendee_id, model_id, embedding, quality)"
+        " VALUES (:id, :e, :a, :m, :v, :q)"
+    ).bindparams(bindparam("v", type_=VECTOR()))
+    params = [
+        {"id": tid, "e": event_id, "a": aid, "m": model_id, "v": vec, "q": quality}
+        for tid, aid, model_id, vec, quality in rows
+    ]
+    await session.execute(stmt, params)
+
+
+async def attendee_templates(
+    session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID
+) -> list[TemplateRow]:
+    result = await session.execute(
+        text(
+            "SELECT id, attendee_id, model_id, embedding::real[], quality, created_at"
+            f" FROM {_table(session, event_id)} WHERE event_id = :e AND attendee_id = :a"
+            " ORDER BY created_at, id"
+        ),
+        {"e": event_id, "a": attendee_id},
+    )
+    return [TemplateRow(*row) for row in result.all()]
+
+
+async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> int:
+    result = await session.execute(
+        text(f"DELETE FROM {_table(session, event_id)} WHERE event_id = :e AND attendee_id = :a RETURNING id"),
+        {"e": event_id, "a": attendee_id},
+    )
+    return len(result.all())
+
+
+async def attendee_distances(
+    session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID, *, query: np.ndarray
+) -> list[Neighbour]:
+    """All of one attendee's templates by exact distance, nearest first (uses the attendee index)."""
+    stmt = text(
+        f"SELECT id, attendee_id, embedding <=> :q AS d FROM {_table(session, event_id)}"
+        " WHERE event_id = :e AND attendee_id = :a ORDER BY d, id"
+    ).bindparams(bindparam("q", type_=VECTOR()))
+    result = await session.execute(stmt, {"q": query, "e": event_id, "a": attendee_id})
+    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
+
+
+# --- search ----------------------------------------------------------------------------------------------
+
+
+def exact_search_sql(session: AsyncSession, event_id: uuid.UUID) -> str:
+    # Plain `embedding <=> q` does not match the index expression, so this is always a (possibly parallel)
+    # sequential scan with a top-N sort: exact, and the right plan for small galleries.
+    return (
+        f"SELECT id, attendee_id, embedding <=> :q AS d FROM {_table(session, event_id)}"
+        " WHERE event_id = :e ORDER BY d, id LIMIT :n"
+    )
+
+
+def hnsw_search_sql(session: AsyncSession, event_id: uuid.UUID, *, dim: int) -> str:
+    # The inner ORDER BY repeats the index expression so the planner can use the partition's HNSW index;
+    # the outer ORDER BY puts the candidates in exact distance order (the graph walk is only nearly sorted).
+    expr = index_expression(dim)
+    return (
+        "SELECT id, attendee_id, d FROM ("
+        f" SELECT id, attendee_id, {expr} <=> :q AS d FROM {_table(session, event_id)}"
+        f" WHERE event_id = :e ORDER BY {expr} <=> :q LIMIT :n"
+        ") c ORDER BY d, id"
+    )
+
+
+async def set_hnsw_session(session: AsyncSession, *, ef_search: int) -> None:
+    """Transaction-local search settings for an HNSW query.
+
+    enable_seqscan=off: once a gallery is in HNSW mode a sequential scan is never what we want, and the
+    planner's cost model can prefer one silently (pgvector #466, #556, #727); an index that cannot match at
+    all still is not used, which the EXPLAIN test guards against.
+    """
+    await session.execute(
+        text("SELECT set_config('hnsw.ef_search', :ef, true), set_config('enable_seqscan', 'off', true)"),
+        {"ef": str(int(ef_search))},
+    )
+
+
+async def nearest_templates(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    query: np.ndarray,
+    n: int,
+    mode: str,
+    dim: int,
+) -> list[Neighbour]:
+    sql = exact_search_sql(session, event_id) if mode == "exact" else hnsw_search_sql(session, event_id, dim=dim)
+    stmt = text(sql).bindparams(bindparam("q", type_=VECTOR()))
+    result = await session.execute(stmt, {"q": query, "e": event_id, "n": n})
+    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
+
+
+async def explain(session: AsyncSession, sql: str, params: dict[str, Any]) -> Any:
+    """EXPLAIN (FORMAT JSON) of a search statement with the same bind types the search uses."""
+    stmt = text(f"EXPLAIN (FORMAT JSON) {sql}").bindparams(bindparam("q", type_=VECTOR()))
+    return (await session.execute(stmt, params)).scalar_one()
+
+
+# --- schema ----------------------------------------------------------------------------------------------
+
+
+async def missing_schema(session: AsyncSession) -> list[str]:
+    """What the matcher needs that migrations have not created yet (empty when ready)."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT to_regclass('matcher_galleries') IS NOT NULL, to_regclass('face_templates') IS NOT NULL,"
+                " EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')"
+            )
+        )
+    ).one()
+    names = ("table matcher_galleries", "table face_templates", "extension vector")
+    return [name for name, ok in zip(names, row, strict=True) if not ok]

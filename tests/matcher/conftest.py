@@ -1,0 +1,59 @@
+"""Matcher test fixtures: the real app (lifespan run) on the session's Postgres, over ASGI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+
+from services.matcher.app import create_app
+from services.matcher.settings import MatcherSettings
+
+MODEL = "facenet-casia-512"
+DIM = 512
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def template(attendee: uuid.UUID, vec: np.ndarray, model: str = MODEL, **kw: Any) -> dict[str, Any]:
+    return {"attendee_id": str(attendee), "model_id": model, "embedding": [float(v) for v in vec], **kw}
+
+
+@asynccontextmanager
+async def running_app(pg_url: str, **overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(MatcherSettings(database_url=pg_url, **overrides))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://matcher", timeout=60) as client:
+            yield app, client
+
+
+@pytest.fixture(scope="session")
+async def app_client(pg_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with running_app(pg_url) as pair:
+        yield pair
+
+
+@pytest.fixture
+def client(app_client: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return app_client[1]
+
+
+@pytest.fixture
+def new_gallery(client: httpx.AsyncClient) -> Callable[..., Any]:
+    async def make(model: str = MODEL) -> uuid.UUID:
+        event = uuid.uuid4()
+        r = await client.put(f"/v1/galleries/{event}", json={"model_id": model})
+        assert r.status_code == 200, r.text
+        return event
+
+    return make
