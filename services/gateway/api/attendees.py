@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi.responses import JSONResponse
+
+from services.common.errors import ERROR_RESPONSES
+from services.contracts.images import MAX_IMAGE_BYTES
+from services.gateway import attendees, events
+from services.gateway.attendees import Photo
+from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.schemas import AttendeeList, AttendeeOut, Enrolled, Erased
+
+router = APIRouter(prefix="/v1/events/{event_id}/attendees", tags=["attendees"], responses=ERROR_RESPONSES)
+
+
+async def read_upload(upload: UploadFile) -> Photo:
+    data = await upload.read(MAX_IMAGE_BYTES + 1)  # one byte over tells "too large" without reading it all
+    return Photo(filename=upload.filename, content_type=(upload.content_type or "").lower(), data=data)
+
+
+@router.post("", status_code=201, response_model=Enrolled)
+async def enrol(
+    event_id: uuid.UUID,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    ticket_code: Annotated[str, Form(min_length=1, max_length=200)],
+    photos: Annotated[list[UploadFile], File(description="one or more face photos")],
+    external_ref: Annotated[str | None, Form(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Register an attendee with face photos, all or nothing. 422 `quality_rejected` lists every photo's reasons."""
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    status, body = await attendees.enrol(
+        session,
+        principal=principal,
+        event=event,
+        name=name,
+        ticket_code=ticket_code,
+        external_ref=external_ref,
+        photos=[await read_upload(p) for p in photos],
+        idempotency_key=idempotency_key,
+        downstream=downstream,
+        cache=cache,
+        max_photos=settings.max_photos_per_request,
+    )
+    return JSONResponse(status_code=status, content=body)
+
+
+@router.get("", response_model=AttendeeList)
+async def list_attendees(
+    event_id: uuid.UUID,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AttendeeList:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    rows = await attendees.list_attendees(session, event=event, limit=limit + 1, offset=offset)
+    return AttendeeList(
+        items=[AttendeeOut.model_validate(a) for a in rows[:limit]],
+        next_offset=offset + limit if len(rows) > limit else None,
+    )
+
+
+@router.get("/{attendee_id}", response_model=AttendeeOut)
+async def get_attendee(
+    event_id: uuid.UUID, attendee_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser
+) -> AttendeeOut:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    return AttendeeOut.model_validate(await attendees.get_attendee(session, event=event, attendee_id=attendee_id))
+
+
+@router.post("/{attendee_id}/photos", status_code=201, response_model=Enrolled)
+async def add_photos(
+    event_id: uuid.UUID,
+    attendee_id: uuid.UUID,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    photos: Annotated[list[UploadFile], File()],
+) -> Enrolled:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    return await attendees.add_photos(
+        session,
+        event=event,
+        attendee_id=attendee_id,
+        photos=[await read_upload(p) for p in photos],
+        downstream=downstream,
+        cache=cache,
+        max_photos=settings.max_photos_per_request,
+    )
+
+
+@router.post("/{attendee_id}/revoke", response_model=AttendeeOut)
+async def revoke(
+    event_id: uuid.UUID, attendee_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser, cache: CacheDep
+) -> AttendeeOut:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    return AttendeeOut.model_validate(
+        await attendees.revoke(session, event=event, attendee_id=attendee_id, cache=cache)
+    )
+
+
+@router.delete("/{attendee_id}", response_model=Erased)
+async def erase(
+    event_id: uuid.UUID,
+    attendee_id: uuid.UUID,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+) -> Erased:
+    """Erase templates, cached vectors and personal data; the attendee's log rows are anonymised, not deleted."""
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    deleted = await attendees.erase(session, event=event, attendee_id=attendee_id, downstream=downstream, cache=cache)
+    return Erased(attendees=1, templates=deleted)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from services.common.errors import ERROR_RESPONSES
+from services.gateway import access_log, events
+from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.schemas import Decision, Erased, EventCreate, EventList, EventOut, LiveCounts, LogPage
+
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EventOut)
+async def create_event(
+    body: EventCreate,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    downstream: DownstreamDep,
+    settings: SettingsDep,
+) -> EventOut:
+    event = await events.create_event(
+        session, principal=principal, body=body, downstream=downstream, default_model_id=settings.default_model_id
+    )
+    return events.to_out(event)
+
+
+@router.get("", response_model=EventList)
+async def list_events(session: SessionDep, principal: RequireOrganiser) -> EventList:
+    return EventList(items=[events.to_out(e) for e in await events.list_events(session, principal=principal)])
+
+
+@router.get("/{event_id}", response_model=EventOut)
+async def get_event(event_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser) -> EventOut:
+    return events.to_out(await events.get_managed_event(session, principal=principal, event_id=event_id))
+
+
+@router.delete("/{event_id}", response_model=Erased)
+async def erase_event(
+    event_id: uuid.UUID,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+) -> Erased:
+    """Erase the event and everything of it: templates, cached vectors, attendees, gate keys, access log."""
+    return await events.erase_event(session, principal=principal, event_id=event_id, downstream=downstream, cache=cache)
+
+
+@router.get("/{event_id}/log", response_model=LogPage)
+async def read_log(
+    event_id: uuid.UUID,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    gate: Annotated[uuid.UUID | None, Query(description="gate key id")] = None,
+    decision: Decision | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> LogPage:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    return await access_log.query_log(
+        session,
+        event=event,
+        gate_key_id=gate,
+        decision=decision,
+        reason=reason,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get("/{event_id}/counts", response_model=LiveCounts)
+async def live_counts(
+    event_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser, since: datetime | None = None
+) -> LiveCounts:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    return await access_log.live_counts(session, event=event, since=since)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+
+from services.common.errors import ERROR_RESPONSES
+from services.gateway import gate
+from services.gateway.api.attendees import read_upload
+from services.gateway.deps import CacheDep, DownstreamDep, RedisDep, RequireGate, SessionDep, SettingsDep
+from services.gateway.ratelimit import check_rate_limit
+from services.gateway.schemas import GateResult
+
+router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES)
+
+
+@router.post("/verify", response_model=GateResult)
+async def verify(
+    request: Request,
+    session: SessionDep,
+    principal: RequireGate,
+    redis: RedisDep,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    frame: Annotated[UploadFile, File(description="camera frame (JPEG/PNG)")],
+    ticket_code: Annotated[str, Form(min_length=1, max_length=200)],
+) -> GateResult:
+    """1:1: the scanned ticket's holder against the face in the frame → admit or deny with a reason."""
+    await check_rate_limit(redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second)
+    event = await gate.gate_event(session, principal=principal, mode="verify")
+    return await gate.verify(
+        session,
+        principal=principal,
+        event=event,
+        ticket_code=ticket_code,
+        frame=await read_upload(frame),
+        downstream=downstream,
+        cache=cache,
+        settings=settings,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+@router.post("/identify", response_model=GateResult)
+async def identify(
+    request: Request,
+    session: SessionDep,
+    principal: RequireGate,
+    redis: RedisDep,
+    downstream: DownstreamDep,
+    settings: SettingsDep,
+    frame: Annotated[UploadFile, File(description="camera frame (JPEG/PNG)")],
+) -> GateResult:
+    """1:K: the nearest attendee within the threshold → admit; otherwise `unknown` (never the nearest stranger)."""
+    await check_rate_limit(redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second)
+    event = await gate.gate_event(session, principal=principal, mode="identify")
+    return await gate.identify(
+        session,
+        principal=principal,
+        event=event,
+        frame=await read_upload(frame),
+        downstream=downstream,
+        settings=settings,
+        request_id=getattr(request.state, "request_id", None),
+    )

@@ -1,0 +1,176 @@
+"""Gateway ASGI app: `uvicorn services.gateway.app:create_app --factory --port 8000`.
+
+The lifespan builds the engine, sessionmaker, Redis client and the embedder/matcher clients and puts them on
+`app.state`; endpoints reach them through the dependencies in `deps.py`. On start, a bootstrap admin key is
+created when no admin key exists (printed once), or from `FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from services.common.db import sqlalchemy_url
+from services.common.errors import install_error_handlers
+from services.common.health import Health
+from services.common.observability import install_observability
+from services.gateway.api import attendees, events, gate, keys
+from services.gateway.auth import ensure_bootstrap_admin
+from services.gateway.cache import TemplateCache
+from services.gateway.downstream import Downstream
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger("facegate.gateway")
+
+
+def build_engine(settings: GatewaySettings) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(settings.database_url),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=5.0,
+        pool_pre_ping=True,
+        connect_args={"options": "-c jit=off -c statement_timeout=10000"},
+    )
+
+
+def build_redis(settings: GatewaySettings) -> Any:
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry_on_timeout=False,
+    )
+
+
+async def _bootstrap(app: FastAPI, settings: GatewaySettings) -> None:
+    token = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
+    try:
+        created = await ensure_bootstrap_admin(app.state.sessionmaker, token=token)
+    except IntegrityError:
+        return  # another worker created it at the same moment
+    except Exception as exc:
+        log.warning("bootstrap admin key not checked (database not ready?): %r", exc)
+        return
+    if created is not None:
+        if token is None:
+            # Printed once, on the first start with no admin key; only its hash is stored.
+            print(f"facegate gateway: bootstrap admin key (shown once): {created}", flush=True)
+        log.warning("bootstrap admin key created")
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    embedder_transport: httpx.AsyncBaseTransport | None = None,
+    matcher_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from services.embedder.client import EmbedderClient
+        from services.matcher.client import MatcherClient
+
+        engine = build_engine(settings)
+        redis = build_redis(settings)
+        embedder = EmbedderClient(
+            base_url=settings.embedder_url, transport=embedder_transport, timeout=settings.embedder_timeout_s
+        )
+        matcher = MatcherClient(
+            base_url=settings.matcher_url, transport=matcher_transport, timeout=settings.matcher_timeout_s
+        )
+        probes = {
+            "embedder": httpx.AsyncClient(base_url=settings.embedder_url, transport=embedder_transport, timeout=2.0),
+            "matcher": httpx.AsyncClient(base_url=settings.matcher_url, transport=matcher_transport, timeout=2.0),
+        }
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        app.state.redis = redis
+        app.state.template_cache = TemplateCache(redis, ttl_s=settings.template_cache_ttl_s)
+        app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
+        app.state.probes = probes
+        await _bootstrap(app, settings)
+        try:
+            yield
+        finally:
+            for client in (embedder, matcher, *probes.values()):
+                await client.aclose()
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(title="facegate gateway", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_observability(app, service="gateway")
+    for router in (keys.router, events.router, attendees.router, gate.router):
+        app.include_router(router)
+    app.include_router(_ops_router())
+    return app
+
+
+def _ops_router() -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @router.get("/readyz", response_model=Health)
+    async def readyz(request: Request) -> JSONResponse:
+        state = request.app.state
+        checks = dict(
+            zip(
+                ("database", "redis", "embedder", "matcher"),
+                await asyncio.gather(
+                    _check_db(state.engine),
+                    _check_redis(state.redis),
+                    _check_http(state.probes["embedder"]),
+                    _check_http(state.probes["matcher"]),
+                ),
+                strict=True,
+            )
+        )
+        ready = all(v == "ok" for v in checks.values())
+        body = Health(status="ok" if ready else "not_ready", checks=checks)
+        return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())
+
+    return router
+
+
+async def _check_db(engine: AsyncEngine) -> str:
+    try:
+        async with asyncio.timeout(2.0), engine.connect() as conn:
+            await conn.execute(text("SELECT 1 FROM api_keys LIMIT 1"))
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+async def _check_redis(redis: Any) -> str:
+    try:
+        async with asyncio.timeout(1.0):
+            await redis.ping()
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+async def _check_http(client: httpx.AsyncClient) -> str:
+    try:
+        resp = await client.get("/readyz")
+    except httpx.HTTPError as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok" if resp.status_code == 200 else f"error: HTTP {resp.status_code}"

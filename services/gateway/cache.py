@@ -1,0 +1,131 @@
+"""Redis hot cache of attendee templates for 1:1 checks, with the matcher as the fallback.
+
+Key `fg:tpl:{event_id}:{attendee_id}`: a little header (`n`, `dim` as little-endian uint32) and then the
+attendee's template vectors as float32, with a TTL. Filled from the matcher's
+`GET /v1/galleries/{event}/attendees/{id}/templates` on a miss, deleted on enrol, add-photos, revoke and erase.
+Postgres (through the matcher) stays the truth: if Redis fails the distance comes from the matcher's distance
+endpoint instead, so Redis down is slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from services.gateway.downstream import Downstream
+
+log = logging.getLogger("facegate.gateway.cache")
+
+CACHE_EVENTS = Counter("facegate_gateway_template_cache_total", "Template cache lookups", ["result"])
+REDIS_ERRORS = Counter("facegate_gateway_redis_errors_total", "Redis failures (the gateway carried on)", ["use"])
+
+_HEADER = struct.Struct("<II")
+
+
+def template_key(event_id: uuid.UUID, attendee_id: uuid.UUID) -> str:
+    return f"fg:tpl:{event_id}:{attendee_id}"
+
+
+def pack(vectors: np.ndarray) -> bytes:
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    n, dim = vectors.shape
+    return _HEADER.pack(n, dim) + vectors.tobytes()
+
+
+def unpack(blob: bytes) -> np.ndarray:
+    n, dim = _HEADER.unpack_from(blob)
+    return np.frombuffer(blob, dtype="<f4", offset=_HEADER.size, count=n * dim).reshape(n, dim)
+
+
+def min_cosine_distance(templates: np.ndarray, probe: np.ndarray) -> float:
+    """min over templates of 1 - cos(t, p); vectors are re-normalised so stored rounding cannot bias it."""
+    t = templates.astype(np.float64)
+    p = probe.astype(np.float64)
+    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    p /= max(float(np.linalg.norm(p)), 1e-12)
+    return float(np.min(1.0 - t @ p))
+
+
+@dataclass(frozen=True)
+class DistanceResult:
+    distance: float | None  # None: the attendee has no templates
+    source: str  # cache | matcher_fill | matcher_distance
+
+
+class TemplateCache:
+    def __init__(self, redis: Any, *, ttl_s: int) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+
+    async def _get(self, key: str) -> bytes | None:
+        try:
+            return await self.redis.get(key)
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("template_cache").inc()
+            log.warning("template cache read failed: %r", exc)
+            raise _RedisDown from exc
+
+    async def invalidate(self, event_id: uuid.UUID, attendee_id: uuid.UUID) -> None:
+        try:
+            await self.redis.delete(template_key(event_id, attendee_id))
+        except (RedisError, OSError) as exc:
+            # A stale entry only lacks templates added since, or belongs to an attendee the database no longer
+            # admits (revoked/erased are checked in Postgres first); the TTL bounds it.
+            REDIS_ERRORS.labels("template_cache").inc()
+            log.warning("template cache invalidation failed: %r", exc)
+
+    async def invalidate_event(self, event_id: uuid.UUID) -> None:
+        try:
+            keys = [k async for k in self.redis.scan_iter(match=f"fg:tpl:{event_id}:*", count=500)]
+            if keys:
+                await self.redis.delete(*keys)
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("template_cache").inc()
+            log.warning("template cache event invalidation failed: %r", exc)
+
+    async def distance(
+        self,
+        downstream: Downstream,
+        *,
+        event_id: uuid.UUID,
+        attendee_id: uuid.UUID,
+        model_id: str,
+        embedding: list[float],
+    ) -> DistanceResult:
+        key = template_key(event_id, attendee_id)
+        probe = np.asarray(embedding, dtype=np.float32)
+        try:
+            blob = await self._get(key)
+        except _RedisDown:
+            CACHE_EVENTS.labels("redis_down").inc()
+            remote = await downstream.distance(event_id, attendee_id, model_id=model_id, embedding=embedding)
+            return DistanceResult(None if remote is None else remote.distance, "matcher_distance")
+        if blob is not None:
+            templates = unpack(blob)
+            if templates.shape[0] > 0 and templates.shape[1] == probe.shape[0]:
+                CACHE_EVENTS.labels("hit").inc()
+                return DistanceResult(min_cosine_distance(templates, probe), "cache")
+        CACHE_EVENTS.labels("miss").inc()
+        stored = await downstream.get_attendee_templates(event_id, attendee_id)
+        if stored is None or not stored.templates:
+            return DistanceResult(None, "matcher_fill")
+        templates = np.asarray([t.embedding for t in stored.templates if t.model_id == model_id], dtype=np.float32)
+        if templates.size == 0:
+            return DistanceResult(None, "matcher_fill")
+        try:
+            await self.redis.set(key, pack(templates), ex=self.ttl_s)
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("template_cache").inc()
+            log.warning("template cache fill failed: %r", exc)
+        return DistanceResult(min_cosine_distance(templates, probe), "matcher_fill")
+
+
+class _RedisDown(Exception):
+    pass

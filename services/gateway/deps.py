@@ -1,0 +1,83 @@
+"""Dependencies: resources built in the lifespan, reached through `Annotated` aliases; the principal checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.auth import Principal, resolve_token
+from services.gateway.cache import TemplateCache
+from services.gateway.downstream import Downstream, current_request_id
+from services.gateway.errors import Forbidden, Unauthorized
+from services.gateway.schemas import Role
+from services.gateway.settings import GatewaySettings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One unit of work per request: commit after the handler, roll back on error (Polar's get_db_session)."""
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+        except Exception:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+def get_redis(request: Request) -> Any:
+    return request.app.state.redis
+
+
+def get_downstream(request: Request) -> Downstream:
+    current_request_id.set(getattr(request.state, "request_id", None))  # forwarded downstream as x-request-id
+    return request.app.state.downstream
+
+
+def get_cache(request: Request) -> TemplateCache:
+    return request.app.state.template_cache
+
+
+# scope="function": the commit runs when the handler returns, before the response is sent, so a failed commit
+# is an error response and never a 2xx for data that was not stored.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+RedisDep = Annotated[Any, Depends(get_redis)]
+DownstreamDep = Annotated[Downstream, Depends(get_downstream)]
+CacheDep = Annotated[TemplateCache, Depends(get_cache)]
+
+
+async def get_principal(request: Request, session: SessionDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized()
+    principal = await resolve_token(session, token.strip())
+    if principal is None:
+        raise Unauthorized()
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _require(*roles: Role) -> Any:
+    async def dependency(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden(f"this endpoint needs a key with role {' or '.join(r.value for r in roles)}")
+        return principal
+
+    return dependency
+
+
+RequireAdmin = Annotated[Principal, Depends(_require(Role.ADMIN))]
+RequireOrganiser = Annotated[Principal, Depends(_require(Role.ADMIN, Role.ORGANISER))]
+RequireGate = Annotated[Principal, Depends(_require(Role.GATE))]

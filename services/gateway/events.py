@@ -1,0 +1,126 @@
+"""Events: create, read, list, erase. Tenancy: an organiser sees only the events its key created.
+
+Retention: erasing an event deletes everything of it — the matcher gallery (DROP of its partition), cached
+templates, attendees, gate keys bound to it, idempotency records and its access-log rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.errors import Unprocessable
+from services.contracts.models import ModelDescriptor, get_model
+from services.gateway.auth import Principal
+from services.gateway.cache import TemplateCache
+from services.gateway.downstream import Downstream
+from services.gateway.errors import EventNotFound
+from services.gateway.schemas import Erased, EventCreate, EventOut, Role
+from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
+
+
+def model_of(event: Event) -> ModelDescriptor:
+    model = get_model(event.model_id)
+    if model is None:  # an event pinned to a model this build no longer knows: refuse rather than guess
+        raise Unprocessable(f"unknown model {event.model_id!r}", code="unknown_model")
+    return model
+
+
+def verify_threshold(event: Event) -> float:
+    return event.verify_threshold if event.verify_threshold is not None else model_of(event).verify_threshold
+
+
+def identify_threshold(event: Event) -> float:
+    return event.identify_threshold if event.identify_threshold is not None else model_of(event).identify_threshold
+
+
+def to_out(event: Event) -> EventOut:
+    return EventOut(
+        id=event.id,
+        name=event.name,
+        starts_at=event.starts_at,
+        ends_at=event.ends_at,
+        mode=event.mode,
+        allow_reentry=event.allow_reentry,
+        model_id=event.model_id,
+        verify_threshold=verify_threshold(event),
+        identify_threshold=identify_threshold(event),
+        identify_margin=event.identify_margin,
+        threshold_overridden=event.verify_threshold is not None or event.identify_threshold is not None,
+        created_at=event.created_at,
+    )
+
+
+def can_manage(principal: Principal, event: Event) -> bool:
+    return principal.role == Role.ADMIN or (principal.role == Role.ORGANISER and event.owner_key_id == principal.key_id)
+
+
+async def get_managed_event(session: AsyncSession, *, principal: Principal, event_id: uuid.UUID) -> Event:
+    """The event if this principal may manage it; 404 otherwise (other tenants' events do not exist for you)."""
+    event = await session.get(Event, event_id)
+    if event is None or not can_manage(principal, event):
+        raise EventNotFound()
+    return event
+
+
+async def create_event(
+    session: AsyncSession, *, principal: Principal, body: EventCreate, downstream: Downstream, default_model_id: str
+) -> Event:
+    model_id = body.model_id or default_model_id
+    if get_model(model_id) is None:
+        raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
+    event = Event(
+        id=uuid.uuid4(),
+        owner_key_id=principal.key_id,
+        name=body.name,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+        mode=body.mode.value,
+        allow_reentry=body.allow_reentry,
+        model_id=model_id,
+        verify_threshold=body.verify_threshold,
+        identify_threshold=body.identify_threshold,
+        identify_margin=body.identify_margin,
+    )
+    session.add(event)
+    await session.flush()
+    # The gallery first exists in the matcher; if our commit then fails, an empty gallery is left behind, which
+    # is harmless (ensure is idempotent and nothing references it).
+    await downstream.ensure_gallery(event.id, model_id)
+    await session.refresh(event)
+    return event
+
+
+async def list_events(session: AsyncSession, *, principal: Principal) -> list[Event]:
+    stmt = select(Event).order_by(Event.created_at.desc())
+    if principal.role != Role.ADMIN:
+        stmt = stmt.where(Event.owner_key_id == principal.key_id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def erase_event(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    event_id: uuid.UUID,
+    downstream: Downstream,
+    cache: TemplateCache,
+) -> Erased:
+    event = await get_managed_event(session, principal=principal, event_id=event_id)
+    attendees = (
+        await session.execute(select(func.count()).select_from(Attendee).where(Attendee.event_id == event.id))
+    ).scalar_one()
+    # Lock the row so a concurrent enrolment cannot add an attendee between the DROP and our DELETE.
+    await session.execute(select(Event.id).where(Event.id == event.id).with_for_update())
+    # Templates go first: if the matcher is down we fail with 503 and nothing is erased; a retry is idempotent.
+    templates = await downstream.drop_gallery(event.id)
+    await cache.invalidate_event(event.id)
+    log_rows = (await session.execute(delete(AccessLog).where(AccessLog.event_id == event.id))).rowcount
+    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.event_id == event.id))
+    await session.execute(delete(ApiKey).where(ApiKey.event_id == event.id))
+    await session.execute(delete(Attendee).where(Attendee.event_id == event.id))
+    await session.execute(delete(Event).where(Event.id == event.id))
+    await session.flush()
+    return Erased(attendees=int(attendees), log_rows=int(log_rows or 0), templates=templates)

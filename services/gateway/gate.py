@@ -1,0 +1,299 @@
+"""Gate decisions: 1:1 verify (ticket + face) and 1:K identify (face only).
+
+Distances come from the matcher or from cached templates; thresholds are the event's overrides or the model's
+calibrated defaults; the decision is made here. Every decision is written to the access log. A dependency fault
+raises (503) before any decision: a fault is never an admit.
+
+1:1 reason order: unknown_ticket, revoked, no_face, multiple_faces, low_quality, face_mismatch, already_entered.
+The face check runs (and its distance is logged) even when the ticket is bad; a matching face on an already
+used ticket gives `already_entered`, a different face gives `face_mismatch` (someone else holding the ticket).
+Anti-passback is an atomic conditional UPDATE, so two gates cannot admit the same ticket twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
+from services.contracts.matcher import SearchRequest
+from services.gateway.attendees import Photo, check_image
+from services.gateway.auth import Principal
+from services.gateway.cache import TemplateCache
+from services.gateway.downstream import Downstream, DownstreamNotFound
+from services.gateway.errors import DependencyUnavailable, EventNotFound, Forbidden
+from services.gateway.events import identify_threshold, model_of, verify_threshold
+from services.gateway.schemas import Decision, GateResult, Reason
+from services.gateway.settings import GatewaySettings
+from services.gateway.tables import AccessLog, Attendee, Event
+
+log = logging.getLogger("facegate.gateway.gate")
+
+DECISIONS = Counter("facegate_gateway_decisions_total", "Gate decisions", ["mode", "decision", "reason"])
+DECISION_LATENCY = Histogram(
+    "facegate_gateway_decision_seconds",
+    "Gate decision latency, frame in to decision out",
+    ["mode"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0),
+)
+DISTANCES = Histogram(
+    "facegate_gateway_distance",
+    "Cosine distance behind each decision",
+    ["mode"],
+    buckets=(0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5),
+)
+
+
+@dataclass
+class _Outcome:
+    decision: Decision
+    reason: Reason
+    attendee: Attendee | None = None
+    attendee_id: uuid.UUID | None = None
+    distance: float | None = None
+    quality_reasons: list[str] = field(default_factory=list)
+
+
+async def gate_event(session: AsyncSession, *, principal: Principal, mode: str) -> Event:
+    event = await session.get(Event, principal.event_id) if principal.event_id else None
+    if event is None:
+        raise EventNotFound()
+    if event.mode not in (mode, "both"):
+        raise Forbidden(f"this event does not allow {mode} (mode {event.mode})", code="mode_not_allowed")
+    return event
+
+
+def pick_face(embedded: EmbedResponse, settings: GatewaySettings) -> tuple[Face | None, Reason | None]:
+    """The face to decide on (the embedder lists the largest first), or the reason there is none.
+
+    Whether a second face is "comparable" is the embedder's call (its gate profile's size ratio); with the
+    `largest` policy the largest face is used anyway.
+    """
+    if not embedded.faces:
+        return None, Reason.NO_FACE
+    if QualityReason.MULTIPLE_FACES in embedded.reasons and settings.multiple_faces_policy == "deny":
+        return None, Reason.MULTIPLE_FACES
+    face = embedded.faces[0]
+    if settings.gate_enforce_quality and not face.quality.passed:
+        return face, Reason.LOW_QUALITY
+    return face, None
+
+
+async def _embed_frame(downstream: Downstream, frame: Photo, max_faces: int) -> EmbedResponse:
+    check_image(frame, what="frame")
+    return await downstream.embed(frame.data, frame.content_type, profile=QualityProfile.GATE, max_faces=max_faces)
+
+
+async def _mark_entered(session: AsyncSession, *, attendee_id: uuid.UUID, allow_reentry: bool) -> bool:
+    """Atomically record the entry; False when anti-passback refuses it (someone entered on this ticket)."""
+    now = datetime.now(UTC)
+    stmt = update(Attendee).where(Attendee.id == attendee_id, Attendee.revoked_at.is_(None))
+    if not allow_reentry:
+        stmt = stmt.where(Attendee.entered_at.is_(None))
+    stmt = stmt.values(
+        entered_at=func.coalesce(Attendee.entered_at, now), last_entry_at=now, entries=Attendee.entries + 1
+    ).returning(Attendee.id)
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
+    return result.scalar_one_or_none() is not None
+
+
+async def _record(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    event: Event,
+    mode: str,
+    ticket_code: str | None,
+    outcome: _Outcome,
+    threshold: float,
+    started: float,
+    request_id: str | None,
+) -> GateResult:
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    attendee_id = outcome.attendee.id if outcome.attendee is not None else outcome.attendee_id
+    session.add(
+        AccessLog(
+            event_id=event.id,
+            gate_key_id=principal.key_id,
+            mode=mode,
+            ticket_code=ticket_code,
+            attendee_id=attendee_id,
+            decision=outcome.decision.value,
+            reason=outcome.reason.value,
+            distance=outcome.distance,
+            threshold=threshold,
+            model_id=event.model_id,
+            latency_ms=latency_ms,
+            request_id=request_id,
+        )
+    )
+    await session.flush()
+    DECISIONS.labels(mode, outcome.decision.value, outcome.reason.value).inc()
+    DECISION_LATENCY.labels(mode).observe(latency_ms / 1000.0)
+    if outcome.distance is not None:
+        DISTANCES.labels(mode).observe(outcome.distance)
+    admitted = outcome.decision == Decision.ADMIT and outcome.attendee is not None
+    return GateResult(
+        decision=outcome.decision,
+        reason=outcome.reason,
+        attendee_id=attendee_id,
+        attendee_name=outcome.attendee.name if admitted and outcome.attendee is not None else None,
+        distance=outcome.distance,
+        threshold=threshold,
+        model_id=event.model_id,
+        request_id=request_id,
+        latency_ms=round(latency_ms, 2),
+        mode=mode,
+        quality_reasons=outcome.quality_reasons,
+    )
+
+
+def _check_model(embedded: EmbedResponse, event: Event, retry_after_s: int) -> None:
+    if embedded.model.id != event.model_id:
+        # A misconfigured embedder would compare vectors of different models: a fault, never a decision.
+        raise DependencyUnavailable(
+            "embedder", retry_after_s, f"embedder runs {embedded.model.id!r}, the event is pinned to {event.model_id!r}"
+        )
+
+
+async def verify(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    event: Event,
+    ticket_code: str,
+    frame: Photo,
+    downstream: Downstream,
+    cache: TemplateCache,
+    settings: GatewaySettings,
+    request_id: str | None,
+) -> GateResult:
+    started = time.perf_counter()
+    model_of(event)
+    threshold = verify_threshold(event)
+    ticket_code = ticket_code.strip()
+    embedded = await _embed_frame(downstream, frame, max_faces=5)
+    _check_model(embedded, event, downstream.retry_after_s)
+    face, face_reason = pick_face(embedded, settings)
+    quality = [r.value for r in face.quality.reasons] if face is not None and face_reason else []
+    attendee = (
+        await session.execute(
+            select(Attendee).where(Attendee.event_id == event.id, Attendee.ticket_code == ticket_code)
+        )
+    ).scalar_one_or_none()
+
+    distance: float | None = None
+    if attendee is not None and face is not None:
+        try:
+            result = await cache.distance(
+                downstream,
+                event_id=event.id,
+                attendee_id=attendee.id,
+                model_id=event.model_id,
+                embedding=face.embedding,
+            )
+            distance = result.distance
+        except DependencyUnavailable:
+            if attendee.revoked_at is None:
+                raise  # the decision depends on this distance: 503, never a guess
+            # a revoked ticket is denied whatever the face: log the deny without a distance
+
+    if attendee is None:
+        outcome = _Outcome(Decision.DENY, Reason.UNKNOWN_TICKET, distance=distance)
+    elif attendee.revoked_at is not None:
+        outcome = _Outcome(Decision.DENY, Reason.REVOKED, attendee_id=attendee.id, distance=distance)
+    elif face_reason is not None:
+        outcome = _Outcome(
+            Decision.DENY, face_reason, attendee_id=attendee.id, distance=distance, quality_reasons=quality
+        )
+    elif distance is None or distance > threshold:
+        outcome = _Outcome(Decision.DENY, Reason.FACE_MISMATCH, attendee_id=attendee.id, distance=distance)
+    elif not await _mark_entered(session, attendee_id=attendee.id, allow_reentry=event.allow_reentry):
+        outcome = _Outcome(Decision.DENY, Reason.ALREADY_ENTERED, attendee_id=attendee.id, distance=distance)
+    else:
+        outcome = _Outcome(Decision.ADMIT, Reason.MATCH, attendee=attendee, distance=distance)
+    if outcome.reason in (Reason.NO_FACE, Reason.MULTIPLE_FACES) and not outcome.quality_reasons:
+        outcome.quality_reasons = [r.value for r in embedded.reasons]
+    return await _record(
+        session,
+        principal=principal,
+        event=event,
+        mode="verify",
+        ticket_code=ticket_code,
+        outcome=outcome,
+        threshold=threshold,
+        started=started,
+        request_id=request_id,
+    )
+
+
+async def identify(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    event: Event,
+    frame: Photo,
+    downstream: Downstream,
+    settings: GatewaySettings,
+    request_id: str | None,
+) -> GateResult:
+    """1:K: admit the nearest attendee within the threshold (and the margin), else `unknown` — never the
+    nearest stranger."""
+    started = time.perf_counter()
+    model_of(event)
+    threshold = identify_threshold(event)
+    embedded = await _embed_frame(downstream, frame, max_faces=5)
+    _check_model(embedded, event, downstream.retry_after_s)
+    face, face_reason = pick_face(embedded, settings)
+
+    outcome: _Outcome
+    if face is None or face_reason is not None:
+        quality = [r.value for r in face.quality.reasons] if face is not None else [r.value for r in embedded.reasons]
+        outcome = _Outcome(Decision.DENY, face_reason or Reason.NO_FACE, quality_reasons=quality)
+    else:
+        try:
+            found = await downstream.search(
+                event.id, SearchRequest(model_id=event.model_id, embedding=face.embedding, k=2)
+            )
+            matches = sorted(found.matches, key=lambda m: m.distance)
+        except DownstreamNotFound:
+            matches = []  # no gallery: nobody can be identified
+        best = matches[0] if matches else None
+        if best is None or best.distance > threshold:
+            outcome = _Outcome(Decision.UNKNOWN, Reason.NO_MATCH, distance=best.distance if best else None)
+        elif (
+            event.identify_margin > 0
+            and len(matches) > 1
+            and matches[1].distance - best.distance < event.identify_margin
+        ):
+            outcome = _Outcome(Decision.UNKNOWN, Reason.AMBIGUOUS, distance=best.distance)
+        else:
+            attendee = await session.get(Attendee, best.attendee_id)
+            if attendee is None or attendee.event_id != event.id:
+                outcome = _Outcome(Decision.UNKNOWN, Reason.NO_MATCH, distance=best.distance)
+            elif attendee.revoked_at is not None:
+                outcome = _Outcome(Decision.DENY, Reason.REVOKED, attendee_id=attendee.id, distance=best.distance)
+            elif not await _mark_entered(session, attendee_id=attendee.id, allow_reentry=event.allow_reentry):
+                outcome = _Outcome(
+                    Decision.DENY, Reason.ALREADY_ENTERED, attendee_id=attendee.id, distance=best.distance
+                )
+            else:
+                outcome = _Outcome(Decision.ADMIT, Reason.MATCH, attendee=attendee, distance=best.distance)
+    return await _record(
+        session,
+        principal=principal,
+        event=event,
+        mode="identify",
+        ticket_code=None,
+        outcome=outcome,
+        threshold=threshold,
+        started=started,
+        request_id=request_id,
+    )

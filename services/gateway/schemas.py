@@ -1,0 +1,215 @@
+"""API schemas of the gateway (public request/response bodies). Database models live in `tables.py`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    ORGANISER = "organiser"
+    GATE = "gate"
+
+
+class EventMode(StrEnum):
+    VERIFY = "verify"
+    IDENTIFY = "identify"
+    BOTH = "both"
+
+
+class Decision(StrEnum):
+    ADMIT = "admit"
+    DENY = "deny"
+    UNKNOWN = "unknown"
+
+
+class Reason(StrEnum):
+    UNKNOWN_TICKET = "unknown_ticket"
+    REVOKED = "revoked"
+    ALREADY_ENTERED = "already_entered"
+    NO_FACE = "no_face"
+    MULTIPLE_FACES = "multiple_faces"
+    LOW_QUALITY = "low_quality"
+    FACE_MISMATCH = "face_mismatch"
+    NO_MATCH = "no_match"
+    AMBIGUOUS = "ambiguous"
+    MATCH = "match"
+
+
+# --- keys ---------------------------------------------------------------------------------------------------
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    event_id: uuid.UUID | None = Field(default=None, description="required for (and only for) gate keys")
+
+    @model_validator(mode="after")
+    def _gate_has_event(self) -> KeyCreate:
+        if (self.role == Role.GATE) != (self.event_id is not None):
+            raise ValueError("event_id is required for gate keys and not allowed for other roles")
+        return self
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    role: Role
+    event_id: uuid.UUID | None
+    created_by: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    token: str = Field(description="the bearer token; shown once, only its hash is stored")
+
+
+# --- events ---------------------------------------------------------------------------------------------------
+
+
+class EventCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    mode: EventMode = EventMode.BOTH
+    allow_reentry: bool = False
+    model_id: str | None = Field(default=None, description="default: the gateway's default model")
+    verify_threshold: float | None = Field(default=None, gt=0, le=2)
+    identify_threshold: float | None = Field(default=None, gt=0, le=2)
+    identify_margin: float = Field(default=0.0, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventCreate:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    mode: EventMode
+    allow_reentry: bool
+    model_id: str
+    verify_threshold: float = Field(description="effective 1:1 threshold (override or the model's default)")
+    identify_threshold: float = Field(description="effective 1:K threshold (override or the model's default)")
+    identify_margin: float
+    threshold_overridden: bool
+    created_at: datetime
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+
+
+class Erased(BaseModel):
+    erased: bool = True
+    attendees: int = 0
+    log_rows: int = 0
+    templates: int = 0
+
+
+# --- attendees --------------------------------------------------------------------------------------------------
+
+
+class AttendeeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    name: str
+    ticket_code: str
+    external_ref: str | None
+    templates: int
+    created_at: datetime
+    revoked_at: datetime | None
+    entered_at: datetime | None
+    last_entry_at: datetime | None
+    entries: int
+
+
+class AttendeeList(BaseModel):
+    items: list[AttendeeOut]
+    next_offset: int | None
+
+
+class PhotoReport(BaseModel):
+    index: int
+    filename: str | None
+    passed: bool
+    reasons: list[str]
+    faces: int
+
+
+class Enrolled(BaseModel):
+    attendee: AttendeeOut
+    templates_added: int
+    photos: list[PhotoReport]
+
+
+# --- gate -------------------------------------------------------------------------------------------------------
+
+
+class GateResult(BaseModel):
+    decision: Decision
+    reason: Reason
+    attendee_id: uuid.UUID | None = None
+    attendee_name: str | None = Field(default=None, description="display name, on admit only")
+    distance: float | None = None
+    threshold: float
+    model_id: str
+    request_id: str | None
+    latency_ms: float
+    mode: str
+    quality_reasons: list[str] = []
+
+
+# --- access log -------------------------------------------------------------------------------------------------
+
+
+class LogEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    event_id: uuid.UUID
+    gate_key_id: uuid.UUID | None
+    mode: str
+    ticket_code: str | None
+    attendee_id: uuid.UUID | None
+    decision: Decision
+    reason: str | None
+    distance: float | None
+    threshold: float | None
+    model_id: str
+    latency_ms: float
+    request_id: str | None
+
+
+class LogPage(BaseModel):
+    items: list[LogEntry]
+    next_cursor: str | None = Field(description="pass as `cursor` to get the next (older) page")
+
+
+class LiveCounts(BaseModel):
+    event_id: uuid.UUID
+    since: datetime | None
+    admitted: int
+    denied: int
+    denied_by_reason: dict[str, int]
+    unknown: int
+    unknown_by_reason: dict[str, int]
+    attendees: int
+    entered: int

@@ -1,0 +1,36 @@
+"""Typed settings, env prefix FACEGATE_GATEWAY_ (nested with `__`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEGATE_GATEWAY_", env_nested_delimiter="__", extra="ignore")
+
+    database_url: str = "postgresql://postgres@localhost:5432/postgres"
+    redis_url: str = "redis://localhost:6379/0"
+    embedder_url: str = "http://127.0.0.1:8001"
+    matcher_url: str = "http://127.0.0.1:8002"
+
+    embedder_timeout_s: float = 10.0
+    matcher_timeout_s: float = 5.0
+    redis_timeout_s: float = 0.25  # Redis is a fast path: give up quickly and fall back
+    db_pool_size: int = 10
+
+    bootstrap_admin_key: SecretStr | None = None  # deterministic admin key (tests, supervisor); else random
+
+    template_cache_ttl_s: int = 3600
+    rate_limit_per_second: int = 10  # per gate key, fixed one-second window; 0 disables
+    retry_after_s: int = 5  # Retry-After on 503 dependency_unavailable
+
+    max_photos_per_request: int = 10
+    default_model_id: str = "facenet-casia-512"
+    # Frames with several comparable faces (the embedder's gate profile decides what is comparable): "deny"
+    # with `multiple_faces`, or "largest" to decide on the largest face.
+    multiple_faces_policy: Literal["deny", "largest"] = "deny"
+    gate_enforce_quality: bool = True  # deny `low_quality` when the face fails the embedder's lax gate profile
+    idempotency_ttl_s: int = 24 * 3600
