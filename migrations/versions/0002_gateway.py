@@ -1,4 +1,4 @@
-"""gateway tables: api_keys, events, attendees, access_log, idempotency_keys
+"""gateway tables: api_keys, events, attendees, access_log, idempotency_keys, import_jobs
 
 Revision ID: 0002
 Revises: 0001
@@ -105,8 +105,28 @@ def upgrade() -> None:
         )
         """
     )
+    op.execute(
+        """
+        CREATE TABLE import_jobs (
+            id uuid PRIMARY KEY,
+            event_id uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+            created_by uuid NOT NULL,
+            status varchar(16) NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+            total integer NOT NULL DEFAULT 0,
+            succeeded integer NOT NULL DEFAULT 0,
+            failed integer NOT NULL DEFAULT 0,
+            results jsonb NOT NULL DEFAULT '[]'::jsonb,
+            error text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz
+        )
+        """
+    )
+    op.execute("CREATE INDEX import_jobs_event_idx ON import_jobs (event_id, created_at DESC)")
+    op.execute("CREATE INDEX access_log_event_at_idx ON access_log (event_id, at)")
 
 
 def downgrade() -> None:
-    for table in ("idempotency_keys", "access_log", "attendees", "api_keys", "events"):
+    for table in ("import_jobs", "idempotency_keys", "access_log", "attendees", "api_keys", "events"):
         op.execute(f"DROP TABLE IF EXISTS {table}")

@@ -25,10 +25,11 @@ from services.common.db import sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.observability import install_observability
-from services.gateway.api import attendees, events, gate, keys
+from services.gateway.api import attendees, events, gate, imports, keys
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
+from services.gateway.imports import mark_interrupted
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger("facegate.gateway")
@@ -102,10 +103,19 @@ def create_app(
         app.state.template_cache = TemplateCache(redis, ttl_s=settings.template_cache_ttl_s)
         app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
         app.state.probes = probes
+        app.state.jobs = set()
         await _bootstrap(app, settings)
+        try:
+            await mark_interrupted(app.state.sessionmaker)
+        except Exception as exc:
+            log.warning("could not mark interrupted import jobs: %r", exc)
         try:
             yield
         finally:
+            for task in list(app.state.jobs):
+                task.cancel()
+            if app.state.jobs:
+                await asyncio.gather(*app.state.jobs, return_exceptions=True)
             for client in (embedder, matcher, *probes.values()):
                 await client.aclose()
             await redis.aclose()
@@ -115,7 +125,7 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     install_observability(app, service="gateway")
-    for router in (keys.router, events.router, attendees.router, gate.router):
+    for router in (keys.router, events.router, attendees.router, imports.router, gate.router):
         app.include_router(router)
     app.include_router(_ops_router())
     return app

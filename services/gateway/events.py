@@ -17,7 +17,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.errors import EventNotFound
-from services.gateway.schemas import Erased, EventCreate, EventOut, Role
+from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, Role
 from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
 
 
@@ -42,7 +42,7 @@ def to_out(event: Event) -> EventOut:
         name=event.name,
         starts_at=event.starts_at,
         ends_at=event.ends_at,
-        mode=event.mode,
+        mode=EventMode(event.mode),
         allow_reentry=event.allow_reentry,
         model_id=event.model_id,
         verify_threshold=verify_threshold(event),
@@ -117,7 +117,8 @@ async def erase_event(
     # Templates go first: if the matcher is down we fail with 503 and nothing is erased; a retry is idempotent.
     templates = await downstream.drop_gallery(event.id)
     await cache.invalidate_event(event.id)
-    log_rows = (await session.execute(delete(AccessLog).where(AccessLog.event_id == event.id))).rowcount
+    deleted_log = await session.execute(delete(AccessLog).where(AccessLog.event_id == event.id).returning(AccessLog.id))
+    log_rows = len(deleted_log.all())
     await session.execute(delete(IdempotencyKey).where(IdempotencyKey.event_id == event.id))
     await session.execute(delete(ApiKey).where(ApiKey.event_id == event.id))
     await session.execute(delete(Attendee).where(Attendee.event_id == event.id))

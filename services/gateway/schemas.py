@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -213,3 +214,21 @@ class LiveCounts(BaseModel):
     unknown_by_reason: dict[str, int]
     attendees: int
     entered: int
+
+
+# --- bulk import ------------------------------------------------------------------------------------------------
+
+
+class ImportJobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    status: str = Field(description="queued | running | done | failed")
+    total: int
+    succeeded: int
+    failed: int
+    results: list[dict[str, Any]] = Field(description="one entry per finished row: attendee_id, or code + detail")
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None

@@ -33,4 +33,4 @@ class GatewaySettings(BaseSettings):
     # with `multiple_faces`, or "largest" to decide on the largest face.
     multiple_faces_policy: Literal["deny", "largest"] = "deny"
     gate_enforce_quality: bool = True  # deny `low_quality` when the face fails the embedder's lax gate profile
-    idempotency_ttl_s: int = 24 * 3600
+    import_max_zip_bytes: int = 512 * 1024 * 1024

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from services.common.errors import ERROR_RESPONSES, NotFound, PayloadTooLarge
+from services.gateway import events, imports
+from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.schemas import ImportJobOut
+
+router = APIRouter(prefix="/v1/events/{event_id}/imports", tags=["imports"], responses=ERROR_RESPONSES)
+
+
+async def _read(upload: UploadFile, limit: int, what: str) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} is larger than {limit} bytes")
+    return data
+
+
+@router.post("", status_code=202, response_model=ImportJobOut)
+async def start_import(
+    event_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    principal: RequireOrganiser,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    csv: Annotated[UploadFile, File(description="name,ticket_code[,external_ref][,photos]")],
+    photos: Annotated[UploadFile, File(description="zip of the photos")],
+) -> ImportJobOut:
+    """Check the CSV and zip, then enrol every row in the background; poll the job for progress."""
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    rows, archive = imports.parse_import(
+        await _read(csv, 5 * 1024 * 1024, "the CSV"),
+        await _read(photos, settings.import_max_zip_bytes, "the zip"),
+        max_photos=settings.max_photos_per_request,
+    )
+    job = await imports.create_job(session, principal=principal, event=event, total=len(rows))
+    out = ImportJobOut.model_validate(job)
+    await session.commit()  # the job row must exist before the task looks for it
+    task = asyncio.create_task(
+        imports.run_job(
+            job_id=job.id,
+            event_id=event.id,
+            principal=principal,
+            rows=rows,
+            archive=archive,
+            sessionmaker=request.app.state.sessionmaker,
+            downstream=downstream,
+            cache=cache,
+            max_photos=settings.max_photos_per_request,
+        )
+    )
+    jobs: set[asyncio.Task[None]] = request.app.state.jobs
+    jobs.add(task)
+    task.add_done_callback(jobs.discard)
+    return out
+
+
+@router.get("/{job_id}", response_model=ImportJobOut)
+async def get_import(
+    event_id: uuid.UUID, job_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser
+) -> ImportJobOut:
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    job = await imports.get_job(session, event=event, job_id=job_id)
+    if job is None:
+        raise NotFound("import job not found")
+    return ImportJobOut.model_validate(job)
