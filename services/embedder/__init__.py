@@ -1,0 +1,1 @@
+"""Embedder service: frames in, aligned faces, quality codes and embeddings out."""

@@ -1,0 +1,147 @@
+"""MTCNN on a downscaled copy of the frame; boxes and landmarks mapped back to original pixels."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("facegate.embedder.detector")
+
+LANDMARK_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# MTCNN's own smallest face (its pyramid starts at 12/20). Larger values crash it on some frame sizes
+# (an empty PNet level), so we never pass min_face_size: we downscale instead.
+MTCNN_MIN_FACE = 20
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray  # x, y, width, height in original pixels (float)
+    landmarks: np.ndarray  # [5, 2] in original pixels, order of LANDMARK_KEYS
+    score: float
+
+    @property
+    def size(self) -> float:
+        """Longer side of the box: the face size that min_face_size and multiple_faces compare."""
+        return float(max(self.box[2], self.box[3]))
+
+
+@dataclass(frozen=True)
+class DetectJob:
+    """One frame prepared for MTCNN: the downscaled copy and the factor back to original pixels."""
+
+    small: np.ndarray
+    scale: float  # small = original * scale
+    min_face_size: int
+    original_shape: tuple[int, int]
+
+
+class FaceDetector:
+    def __init__(
+        self,
+        *,
+        max_side: int = 640,
+        max_side_small: int = 1600,
+        face_px: int = 40,
+        min_face_size: int = 20,
+        device: str = "CPU:0",
+    ) -> None:
+        self.max_side = max_side
+        self.max_side_small = max_side_small
+        self.face_px = face_px
+        self.min_face_size = min_face_size
+        self.device = device
+        self._mtcnn: Any = None
+
+    def load(self) -> None:
+        from mtcnn import MTCNN
+
+        self._mtcnn = MTCNN(device=self.device)
+
+    def warm_up(self) -> None:
+        rng = np.random.default_rng(0)
+        frame = rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+        self.detect(frame)
+        self.detect_many([frame, frame])
+
+    def scale_for(self, height: int, width: int, min_face_size: int) -> float:
+        """Detector-view scale for a frame.
+
+        Downscale as far as the smallest wanted face stays `face_px` tall, and so that the longest side is at
+        most `max_side` (faces smaller than MTCNN_MIN_FACE / scale are then missed: the price of speed). A
+        request for faces smaller than the default widens the cap to `max_side_small` and may upsample up
+        to 2x, so MTCNN (20 px minimum) still sees them.
+        """
+        longest = max(height, width)
+        mfs = max(min_face_size, 1)
+        cap = self.max_side if mfs >= self.min_face_size else max(self.max_side, self.max_side_small)
+        scale = min(self.face_px / mfs, cap / longest)
+        upscale = min(2.0, 1.2 * MTCNN_MIN_FACE / mfs) if mfs < MTCNN_MIN_FACE else 1.0
+        return min(scale, upscale)
+
+    def prepare(self, rgb: np.ndarray, min_face_size: int | None = None) -> DetectJob:
+        mfs = self.min_face_size if min_face_size is None else min_face_size
+        h, w = rgb.shape[:2]
+        scale = self.scale_for(h, w, mfs)
+        if scale != 1.0:
+            interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(rgb, size, interpolation=interp)
+            # Use the realised factor so rounding does not shift boxes.
+            scale = small.shape[1] / w
+        else:
+            small = rgb
+        return DetectJob(small=np.ascontiguousarray(small), scale=scale, min_face_size=mfs, original_shape=(h, w))
+
+    def detect(self, rgb: np.ndarray, min_face_size: int | None = None) -> list[Detection]:
+        return self.run([self.prepare(rgb, min_face_size)])[0]
+
+    def detect_many(self, frames: Sequence[np.ndarray], min_face_size: int | None = None) -> list[list[Detection]]:
+        return self.run([self.prepare(f, min_face_size) for f in frames])
+
+    def run(self, jobs: Sequence[DetectJob]) -> list[list[Detection]]:
+        """Detect on prepared jobs; jobs of the same working shape share one batched MTCNN call.
+
+        MTCNN pads a batch to its largest frame, so mixing shapes would waste work on padding.
+        """
+        if self._mtcnn is None:
+            raise RuntimeError("detector not loaded")
+        results: list[list[Detection]] = [[] for _ in jobs]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.small.shape, []).append(i)
+        for idxs in groups.values():
+            frames = [jobs[i].small for i in idxs]
+            raw = self._mtcnn.detect_faces(frames if len(frames) > 1 else frames[0])
+            per_frame = raw if len(frames) > 1 else [raw]
+            for i, faces in zip(idxs, per_frame, strict=True):
+                results[i] = self._map_back(faces or [], jobs[i])
+        return results
+
+    @staticmethod
+    def _map_back(faces: list[dict[str, Any]], job: DetectJob) -> list[Detection]:
+        out: list[Detection] = []
+        h, w = job.original_shape
+        inv = 1.0 / job.scale
+        for f in faces:
+            x, y, bw, bh = (float(v) * inv for v in f["box"])
+            # Clip to the frame: MTCNN may report boxes slightly outside it.
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(w), x + bw), min(float(h), y + bh)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            kp = f["keypoints"]
+            lms = np.array([kp[k] for k in LANDMARK_KEYS], dtype=np.float32) * inv
+            det = Detection(
+                box=np.array([x0, y0, x1 - x0, y1 - y0], dtype=np.float32),
+                landmarks=lms,
+                score=float(f["confidence"]),
+            )
+            if det.size >= job.min_face_size:
+                out.append(det)
+        out.sort(key=lambda d: d.size, reverse=True)
+        return out
