@@ -40,7 +40,11 @@ def upgrade() -> None:
         """
         CREATE TABLE face_templates (
             id           uuid NOT NULL,
-            event_id     uuid NOT NULL REFERENCES matcher_galleries (event_id),
+            -- No foreign key to matcher_galleries on purpose: it puts RI triggers on the registry, so every
+            -- partition creation takes SHARE ROW EXCLUSIVE on it, which blocks all writers' counter updates
+            -- and deadlocked two concurrent ensures of one event. A partition only exists for a registered
+            -- gallery, and both are created and dropped in one transaction.
+            event_id     uuid NOT NULL,
             attendee_id  uuid NOT NULL,
             model_id     text NOT NULL,
             embedding    vector NOT NULL,

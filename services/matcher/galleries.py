@@ -103,9 +103,7 @@ async def ensure_gallery(
         return Gallery(row=created, templates=0, attendees=0, search_mode=search_mode(0, settings))
     existing = await _require(session, event_id)
     if existing.model_id != model.id:
-        raise Conflict(
-            f"gallery {event_id} exists with model {existing.model_id!r}", code="model_mismatch"
-        )
+        raise Conflict(f"gallery {event_id} exists with model {existing.model_id!r}", code="model_mismatch")
     return await gallery_stats(session, event_id, settings=settings)
 
 

@@ -148,9 +148,7 @@ async def add_to_count(session: AsyncSession, event_id: uuid.UUID, delta: int) -
 async def gallery_counts(session: AsyncSession, event_id: uuid.UUID) -> tuple[int, int]:
     """(templates, attendees) counted from the partition itself."""
     row = (
-        await session.execute(
-            text(f"SELECT count(*), count(DISTINCT attendee_id) FROM {_table(session, event_id)}")
-        )
+        await session.execute(text(f"SELECT count(*), count(DISTINCT attendee_id) FROM {_table(session, event_id)}"))
     ).one()
     return int(row[0]), int(row[1])
 
@@ -176,9 +174,7 @@ async def insert_templates(
     await session.execute(stmt, params)
 
 
-async def attendee_templates(
-    session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID
-) -> list[TemplateRow]:
+async def attendee_templates(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> list[TemplateRow]:
     result = await session.execute(
         text(
             "SELECT id, attendee_id, model_id, embedding::real[], quality, created_at"
@@ -216,20 +212,19 @@ async def attendee_distances(
 def exact_search_sql(session: AsyncSession, event_id: uuid.UUID) -> str:
     # Plain `embedding <=> q` does not match the index expression, so this is always a (possibly parallel)
     # sequential scan with a top-N sort: exact, and the right plan for small galleries.
-    return (
-        f"SELECT id, attendee_id, embedding <=> :q AS d FROM {_table(session, event_id)}"
-        " WHERE event_id = :e ORDER BY d, id LIMIT :n"
-    )
+    return f"SELECT id, attendee_id, embedding <=> :q AS d FROM {_table(session, event_id)} ORDER BY d, id LIMIT :n"
 
 
 def hnsw_search_sql(session: AsyncSession, event_id: uuid.UUID, *, dim: int) -> str:
     # The inner ORDER BY repeats the index expression so the planner can use the partition's HNSW index;
     # the outer ORDER BY puts the candidates in exact distance order (the graph walk is only nearly sorted).
+    # No `WHERE event_id = ...`: the partition holds only this event's rows, and with that filter the planner
+    # preferred a bitmap scan of the (event_id, attendee_id) btree plus a sort over the HNSW index.
     expr = index_expression(dim)
     return (
         "SELECT id, attendee_id, d FROM ("
         f" SELECT id, attendee_id, {expr} <=> :q AS d FROM {_table(session, event_id)}"
-        f" WHERE event_id = :e ORDER BY {expr} <=> :q LIMIT :n"
+        f" ORDER BY {expr} <=> :q LIMIT :n"
         ") c ORDER BY d, id"
     )
 
@@ -258,7 +253,7 @@ async def nearest_templates(
 ) -> list[Neighbour]:
     sql = exact_search_sql(session, event_id) if mode == "exact" else hnsw_search_sql(session, event_id, dim=dim)
     stmt = text(sql).bindparams(bindparam("q", type_=VECTOR()))
-    result = await session.execute(stmt, {"q": query, "e": event_id, "n": n})
+    result = await session.execute(stmt, {"q": query, "n": n})
     return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
 
 

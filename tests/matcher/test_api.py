@@ -97,14 +97,9 @@ async def test_mismatch_and_invalid_embeddings_are_422(client: httpx.AsyncClient
         r = await client.post(f"/v1/galleries/{event}/templates", json={"templates": [template(attendee, good), bad]})
         assert r.status_code == 422, r.text
         assert r.json()["code"] == code
-    nan = '{"templates": [{"attendee_id": "%s", "model_id": "%s", "embedding": [NaN%s]}]}' % (
-        attendee,
-        MODEL,
-        ", 0.0" * (DIM - 1),
-    )
-    r = await client.post(
-        f"/v1/galleries/{event}/templates", content=nan, headers={"content-type": "application/json"}
-    )
+    zeros = ", 0.0" * (DIM - 1)
+    nan = f'{{"templates": [{{"attendee_id": "{attendee}", "model_id": "{MODEL}", "embedding": [NaN{zeros}]}}]}}'
+    r = await client.post(f"/v1/galleries/{event}/templates", content=nan, headers={"content-type": "application/json"})
     assert r.status_code == 422
     assert (await client.get(f"/v1/galleries/{event}")).json()["templates"] == 0
 
@@ -128,9 +123,8 @@ async def test_128d_gallery(client: httpx.AsyncClient, new_gallery) -> None:
         json={"templates": [template(p, v, model="dlib-resnet-128") for p, v in zip(people, vecs, strict=True)]},
     )
     assert r.status_code == 201
-    s = await client.post(
-        f"/v1/galleries/{event}/search", json={"model_id": "dlib-resnet-128", "embedding": list(map(float, vecs[7])), "k": 3}
-    )
+    query = {"model_id": "dlib-resnet-128", "embedding": list(map(float, vecs[7])), "k": 3}
+    s = await client.post(f"/v1/galleries/{event}/search", json=query)
     body = s.json()
     assert body["mode"] == "exact" and body["matches"][0]["attendee_id"] == str(people[7])
     assert len(body["matches"]) == 3
