@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ class FaceDetector:
         self.min_face_size = min_face_size
         self.device = device
         self._mtcnn: Any = None
+        # Keras models are not re-entrant; the sync path and the batcher thread may both call in.
+        self._lock = threading.Lock()
 
     def load(self) -> None:
         from mtcnn import MTCNN
@@ -116,7 +119,8 @@ class FaceDetector:
             groups.setdefault(job.small.shape, []).append(i)
         for idxs in groups.values():
             frames = [jobs[i].small for i in idxs]
-            raw = self._mtcnn.detect_faces(frames if len(frames) > 1 else frames[0])
+            with self._lock:
+                raw = self._mtcnn.detect_faces(frames if len(frames) > 1 else frames[0])
             per_frame = raw if len(frames) > 1 else [raw]
             for i, faces in zip(idxs, per_frame, strict=True):
                 results[i] = self._map_back(faces or [], jobs[i])
