@@ -33,8 +33,13 @@ def build_engine(settings: MatcherSettings) -> AsyncEngine:
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_s,
-        pool_pre_ping=True,
-        connect_args={"options": options},
+        # No pre-ping: it costs a round trip per request; a connection broken by a database restart fails
+        # one request, and SQLAlchemy then invalidates the pool (readiness reports the outage meanwhile).
+        pool_pre_ping=settings.pool_pre_ping,
+        # prepare_threshold=None: no server-side prepared statements, so every search is planned with its
+        # real LIMIT and vector (a generic plan may not pick the HNSW index) and one transaction-pooling
+        # proxy in front of Postgres cannot break us.
+        connect_args={"options": options, "prepare_threshold": None},
     )
 
 

@@ -13,6 +13,7 @@ class MatcherSettings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)
+    pool_pre_ping: bool = False
     statement_timeout_ms: int = Field(default=10_000, ge=0, description="0 disables the server-side timeout")
 
     # HNSW build parameters of a new gallery's index (see bench/matcher.py for the measurements).

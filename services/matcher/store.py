@@ -17,8 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PARENT = "face_templates"
@@ -49,6 +48,12 @@ class Neighbour:
     template_id: uuid.UUID
     attendee_id: uuid.UUID
     distance: float
+
+
+def vector_literal(vec: np.ndarray) -> str:
+    """pgvector's text form. tolist() + str is ~5x cheaper than formatting numpy scalars one by one (what the
+    pgvector SQLAlchemy type does), and float32 values survive the round trip exactly."""
+    return "[" + ",".join(map(str, vec.tolist())) + "]"
 
 
 def partition_name(event_id: uuid.UUID) -> str:
@@ -165,10 +170,10 @@ async def insert_templates(
     """rows: (id, attendee_id, model_id, unit embedding, quality); one executemany (psycopg pipelines it)."""
     stmt = text(
         f"INSERT INTO {_table(session, event_id)} (id, event_id, attendee_id, model_id, embedding, quality)"
-        " VALUES (:id, :e, :a, :m, :v, :q)"
-    ).bindparams(bindparam("v", type_=VECTOR()))
+        " VALUES (:id, :e, :a, :m, CAST(:v AS vector), :q)"
+    )
     params = [
-        {"id": tid, "e": event_id, "a": aid, "m": model_id, "v": vec, "q": quality}
+        {"id": tid, "e": event_id, "a": aid, "m": model_id, "v": vector_literal(vec), "q": quality}
         for tid, aid, model_id, vec, quality in rows
     ]
     await session.execute(stmt, params)
@@ -199,10 +204,10 @@ async def attendee_distances(
 ) -> list[Neighbour]:
     """All of one attendee's templates by exact distance, nearest first (uses the attendee index)."""
     stmt = text(
-        f"SELECT id, attendee_id, embedding <=> :q AS d FROM {_table(session, event_id)}"
+        f"SELECT id, attendee_id, embedding <=> CAST(:q AS vector) AS d FROM {_table(session, event_id)}"
         " WHERE event_id = :e AND attendee_id = :a ORDER BY d, id"
-    ).bindparams(bindparam("q", type_=VECTOR()))
-    result = await session.execute(stmt, {"q": query, "e": event_id, "a": attendee_id})
+    )
+    result = await session.execute(stmt, {"q": vector_literal(query), "e": event_id, "a": attendee_id})
     return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
 
 
@@ -223,8 +228,8 @@ def hnsw_search_sql(session: AsyncSession, event_id: uuid.UUID, *, dim: int) -> 
     expr = index_expression(dim)
     return (
         "SELECT id, attendee_id, d FROM ("
-        f" SELECT id, attendee_id, {expr} <=> :q AS d FROM {_table(session, event_id)}"
-        f" ORDER BY {expr} <=> :q LIMIT :n"
+        f" SELECT id, attendee_id, {expr} <=> CAST(:q AS vector) AS d FROM {_table(session, event_id)}"
+        f" ORDER BY {expr} <=> CAST(:q AS vector) LIMIT :n"
         ") c ORDER BY d, id"
     )
 
@@ -252,15 +257,14 @@ async def nearest_templates(
     dim: int,
 ) -> list[Neighbour]:
     sql = exact_search_sql(session, event_id) if mode == "exact" else hnsw_search_sql(session, event_id, dim=dim)
-    stmt = text(sql).bindparams(bindparam("q", type_=VECTOR()))
-    result = await session.execute(stmt, {"q": query, "n": n})
+    result = await session.execute(text(sql), {"q": vector_literal(query), "n": n})
     return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
 
 
 async def explain(session: AsyncSession, sql: str, params: dict[str, Any]) -> Any:
     """EXPLAIN (FORMAT JSON) of a search statement with the same bind types the search uses."""
-    stmt = text(f"EXPLAIN (FORMAT JSON) {sql}").bindparams(bindparam("q", type_=VECTOR()))
-    return (await session.execute(stmt, params)).scalar_one()
+    params = {**params, "q": vector_literal(params["q"])}
+    return (await session.execute(text(f"EXPLAIN (FORMAT JSON) {sql}"), params)).scalar_one()
 
 
 # --- schema ----------------------------------------------------------------------------------------------
