@@ -61,7 +61,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         if mode == "F":
             hi = max(float(arr.max(initial=1.0)), 1.0) if arr.max(initial=0) > 1.0 else 1.0
         grey = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     if (mode in ("P", "PA") and "transparency" in img.info) or mode in ("PA", "LA", "La", "RGBA", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
