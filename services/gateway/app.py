@@ -116,8 +116,10 @@ def create_app(
                 task.cancel()
             if app.state.jobs:
                 await asyncio.gather(*app.state.jobs, return_exceptions=True)
-            for client in (embedder, matcher, *probes.values()):
-                await client.aclose()
+            await embedder.aclose()
+            await matcher.aclose()
+            for probe in probes.values():
+                await probe.aclose()
             await redis.aclose()
             await engine.dispose()
 

@@ -36,7 +36,9 @@ def get_redis(request: Request) -> Any:
     return request.app.state.redis
 
 
-def get_downstream(request: Request) -> Downstream:
+async def get_downstream(request: Request) -> Downstream:
+    # async on purpose: a sync dependency runs in a worker thread, and the context variable would not reach
+    # the handler
     current_request_id.set(getattr(request.state, "request_id", None))  # forwarded downstream as x-request-id
     return request.app.state.downstream
 

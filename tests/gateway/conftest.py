@@ -29,9 +29,11 @@ class SwitchableTransport(httpx.AsyncBaseTransport):
         self.inner = httpx.ASGITransport(app=app)
         self.fail: Callable[[httpx.Request], bool] | None = None
         self.calls: list[str] = []
+        self.request_ids: list[str | None] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(f"{request.method} {request.url.path}")
+        self.request_ids.append(request.headers.get("x-request-id"))
         if self.fail is not None and self.fail(request):
             raise httpx.ConnectError("injected: service down", request=request)
         return await self.inner.handle_async_request(request)

@@ -71,12 +71,21 @@ async def test_verify_denies_another_persons_face(event, faces: Faces) -> None:
     assert body["attendee_name"] is None
 
 
-async def test_unknown_ticket_still_checks_the_face(event, faces: Faces) -> None:
+async def test_unknown_ticket_still_checks_the_face(event, faces: Faces, gateway) -> None:
     t, _ = event
-    r = await verify(t.gate, "NO-SUCH-TICKET", faces.photo("Colin_Powell", 3))
+    name, data, _ = faces.photo("Colin_Powell", 3)
+    r = await t.gate.post(
+        "/v1/gate/verify",
+        data={"ticket_code": "NO-SUCH-TICKET"},
+        files={"frame": (name, data, "application/octet-stream")},  # the type is sniffed from the bytes
+        headers={"X-Request-ID": "trace-unknown-ticket"},
+    )
     body = r.json()
     assert (body["decision"], body["reason"]) == ("deny", "unknown_ticket"), body
     assert body["attendee_id"] is None
+    # the request id is ours to answer with and is forwarded downstream
+    assert body["request_id"] == r.headers["x-request-id"] == "trace-unknown-ticket"
+    assert "trace-unknown-ticket" in gateway.embedder.request_ids
 
 
 async def test_revoked_ticket_is_denied_and_logged_with_distance(event, faces: Faces) -> None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from services.common.errors import ERROR_RESPONSES
-from services.contracts.images import MAX_IMAGE_BYTES
+from services.contracts.images import ACCEPTED_CONTENT_TYPES, MAX_IMAGE_BYTES
 from services.gateway import attendees, events
 from services.gateway.attendees import Photo
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
@@ -16,9 +16,26 @@ from services.gateway.schemas import AttendeeList, AttendeeOut, Enrolled, Erased
 router = APIRouter(prefix="/v1/events/{event_id}/attendees", tags=["attendees"], responses=ERROR_RESPONSES)
 
 
+_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"BM", "image/bmp"))
+
+
+def sniff_type(declared: str | None, data: bytes) -> str:
+    """The declared type, or for a generic one (`application/octet-stream`, none) what the bytes say."""
+    declared = (declared or "").split(";")[0].strip().lower()
+    if declared in ACCEPTED_CONTENT_TYPES:
+        return declared
+    if declared in ("", "application/octet-stream"):
+        for magic, kind in _MAGIC:
+            if data.startswith(magic):
+                return kind
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return "image/webp"
+    return declared or "application/octet-stream"
+
+
 async def read_upload(upload: UploadFile) -> Photo:
     data = await upload.read(MAX_IMAGE_BYTES + 1)  # one byte over tells "too large" without reading it all
-    return Photo(filename=upload.filename, content_type=(upload.content_type or "").lower(), data=data)
+    return Photo(filename=upload.filename, content_type=sniff_type(upload.content_type, data), data=data)
 
 
 @router.post("", status_code=201, response_model=Enrolled)
