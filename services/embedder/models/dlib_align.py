@@ -1,0 +1,89 @@
+"""dlib's face-chip geometry for MTCNN's five landmarks: 150x150 chips for `DlibResNet` without dlib.
+
+dlib's ResNet was trained on chips from `get_face_chip(img, shape, size=150, padding=0.25)`, where `shape` comes
+from its own 5-point predictor (both corners of each eye and the base of the nose). MTCNN gives different points
+(eye centres, nose tip, mouth corners), so we place MTCNN's points where they land, on average, inside dlib's
+chips, and align a face by the least-squares similarity transform from its MTCNN points to those positions.
+
+DLIB_CHIP_TEMPLATE was fitted once, offline, by `bench/dlib_align_compare.py --fit` (numbers pasted below, not
+fitted at run time): on the dev photos (../shared/faces/dev) every face found by both dlib's HOG detector +
+5-point predictor and MTCNN (services/embedder/detector.py), MTCNN's landmarks were mapped into dlib's chip
+through the exact image->chip transform of `get_face_chip_details(shape, 150, 0.25)` (dlib's
+`get_mapping_to_chip`), and each point's position averaged over the faces (the least-squares canonical
+position in dlib's chip frame). See the bench script's output for the residuals and the verification accuracy.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25  # dlib's get_face_chip padding the ResNet was trained with
+
+# MTCNN order: left_eye, right_eye, nose, mouth_left, mouth_right (image left/right), in 150px chip pixels.
+# Fitted on 149 dev faces (150 photos; one pair of largest faces disagreed); a face's MTCNN points lie on average
+# 4.7 px from these in dlib's chip, 3.6 px after the similarity fit (MTCNN and dlib landmark noise, pose). Fits on
+# two disjoint halves of the identities differ by up to 2.7 px; verification accuracy is the same either way.
+DLIB_CHIP_TEMPLATE = np.array(
+    [
+        [46.6366, 44.2235],
+        [100.2289, 43.9129],
+        [72.3956, 76.7849],
+        [49.4835, 102.8356],
+        [98.1529, 102.4924],
+    ],
+    dtype=np.float32,
+)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) src -> dst (Umeyama 1991); 2x3 matrix.
+
+    Deterministic closed form rather than cv2.estimateAffinePartial2D, whose RANSAC may drop one of 5 points.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0
+    rot = u @ sign @ vt
+    var_s = (s**2).sum() / len(src)
+    scale = float(np.trace(np.diag(sig) @ sign) / var_s) if var_s > 0 else 1.0
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]])
+
+
+def warp_chip(rgb: np.ndarray, m: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
+    """Resample the chip `m` (image -> chip, 2x3) describes; shrinks with INTER_AREA first when the face is large.
+
+    Bilinear sampling alone aliases when a big face is scaled well below 1 (dlib builds an image pyramid for
+    the same reason), so the image is first box-filtered down to about chip resolution.
+    """
+    m = np.asarray(m, np.float64)
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    if scale < 0.9:
+        h, w = rgb.shape[:2]
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
+        # cv2.resize maps pixel centres: x = (x_small + 0.5) * fx - 0.5; fold that into M
+        fx, fy = w / nw, h / nh
+        m = m.copy()
+        m[:, 2] += m[:, 0] * 0.5 * (fx - 1) + m[:, 1] * 0.5 * (fy - 1)
+        m[:, 0] *= fx
+        m[:, 1] *= fy
+        rgb = small
+    return cv2.warpAffine(
+        np.ascontiguousarray(rgb), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def align_dlib_chip(rgb: np.ndarray, mtcnn_landmarks: np.ndarray) -> np.ndarray:
+    """uint8 RGB image + MTCNN's 5 landmarks [5, 2] (image pixels, MTCNN order) -> 150x150x3 uint8 dlib chip."""
+    pts = np.asarray(mtcnn_landmarks, np.float64).reshape(5, 2)
+    m = similarity_transform(pts, DLIB_CHIP_TEMPLATE)
+    return warp_chip(rgb, m, CHIP_SIZE)
