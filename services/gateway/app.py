@@ -27,7 +27,7 @@ from services.common.health import Health
 from services.common.observability import install_observability
 from services.gateway.api import attendees, events, gate, imports, keys
 from services.gateway.auth import ensure_bootstrap_admin
-from services.gateway.cache import TemplateCache
+from services.gateway.cache import RedisBreaker, TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.imports import mark_interrupted
 from services.gateway.settings import GatewaySettings
@@ -100,7 +100,9 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         app.state.redis = redis
-        app.state.template_cache = TemplateCache(redis, ttl_s=settings.template_cache_ttl_s)
+        app.state.template_cache = TemplateCache(
+            redis, ttl_s=settings.template_cache_ttl_s, breaker=RedisBreaker(settings.redis_cooldown_s)
+        )
         app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
         app.state.probes = probes
         app.state.jobs = set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -59,15 +60,40 @@ class DistanceResult:
     source: str  # cache | matcher_fill | matcher_distance
 
 
+class RedisBreaker:
+    """After a Redis failure, skip Redis reads for `cooldown_s` instead of paying a timeout on every request.
+
+    Only the fast paths (cache reads and fills, the rate limit) consult it; invalidations are always tried.
+    """
+
+    def __init__(self, cooldown_s: float = 5.0) -> None:
+        self.cooldown_s = cooldown_s
+        self._down_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def trip(self) -> None:
+        self._down_until = time.monotonic() + self.cooldown_s
+
+    def reset(self) -> None:
+        self._down_until = 0.0
+
+
 class TemplateCache:
-    def __init__(self, redis: Any, *, ttl_s: int) -> None:
+    def __init__(self, redis: Any, *, ttl_s: int, breaker: RedisBreaker | None = None) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        self.breaker = breaker or RedisBreaker()
 
     async def _get(self, key: str) -> bytes | None:
+        if self.breaker.is_open:
+            raise _RedisDown
         try:
             return await self.redis.get(key)
         except (RedisError, OSError) as exc:
+            self.breaker.trip()
             REDIS_ERRORS.labels("template_cache").inc()
             log.warning("template cache read failed: %r", exc)
             raise _RedisDown from exc
@@ -122,6 +148,7 @@ class TemplateCache:
         try:
             await self.redis.set(key, pack(templates), ex=self.ttl_s)
         except (RedisError, OSError) as exc:
+            self.breaker.trip()
             REDIS_ERRORS.labels("template_cache").inc()
             log.warning("template cache fill failed: %r", exc)
         return DistanceResult(min_cosine_distance(templates, probe), "matcher_fill")

@@ -12,14 +12,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from services.gateway.cache import REDIS_ERRORS
+from services.gateway.cache import REDIS_ERRORS, RedisBreaker
 from services.gateway.errors import RateLimited
 
 log = logging.getLogger("facegate.gateway.ratelimit")
 
 
-async def check_rate_limit(redis: Any, *, key_id: uuid.UUID, limit_per_second: int) -> None:
-    if limit_per_second <= 0:
+async def check_rate_limit(
+    redis: Any, *, key_id: uuid.UUID, limit_per_second: int, breaker: RedisBreaker | None = None
+) -> None:
+    if limit_per_second <= 0 or (breaker is not None and breaker.is_open):
         return
     window = int(time.time())
     key = f"fg:rl:{key_id}:{window}"
@@ -29,6 +31,8 @@ async def check_rate_limit(redis: Any, *, key_id: uuid.UUID, limit_per_second: i
             pipe.expire(key, 2)
             count, _ = await pipe.execute()
     except (RedisError, OSError) as exc:
+        if breaker is not None:
+            breaker.trip()
         REDIS_ERRORS.labels("rate_limit").inc()
         log.warning("rate limit check skipped, Redis failed: %r", exc)
         return

@@ -19,6 +19,7 @@ class GatewaySettings(BaseSettings):
     embedder_timeout_s: float = 10.0
     matcher_timeout_s: float = 5.0
     redis_timeout_s: float = 0.25  # Redis is a fast path: give up quickly and fall back
+    redis_cooldown_s: float = 5.0  # after a Redis failure, skip its fast paths this long
     db_pool_size: int = 10
 
     bootstrap_admin_key: SecretStr | None = None  # deterministic admin key (tests, supervisor); else random

@@ -27,7 +27,9 @@ async def verify(
     ticket_code: Annotated[str, Form(min_length=1, max_length=200)],
 ) -> GateResult:
     """1:1: the scanned ticket's holder against the face in the frame → admit or deny with a reason."""
-    await check_rate_limit(redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second)
+    await check_rate_limit(
+        redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second, breaker=cache.breaker
+    )
     event = await gate.gate_event(session, principal=principal, mode="verify")
     return await gate.verify(
         session,
@@ -49,11 +51,14 @@ async def identify(
     principal: RequireGate,
     redis: RedisDep,
     downstream: DownstreamDep,
+    cache: CacheDep,
     settings: SettingsDep,
     frame: Annotated[UploadFile, File(description="camera frame (JPEG/PNG)")],
 ) -> GateResult:
     """1:K: the nearest attendee within the threshold → admit; otherwise `unknown` (never the nearest stranger)."""
-    await check_rate_limit(redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second)
+    await check_rate_limit(
+        redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second, breaker=cache.breaker
+    )
     event = await gate.gate_event(session, principal=principal, mode="identify")
     return await gate.identify(
         session,
