@@ -59,7 +59,7 @@ def search_mode(templates: int, settings: MatcherSettings) -> Mode:
     return "exact" if templates <= settings.exact_max_templates else "hnsw"
 
 
-def unit_vector(values: Sequence[float], *, dim: int, field: str = "embedding") -> np.ndarray:
+def unit_vector(values: Sequence[float] | np.ndarray, *, dim: int, field: str = "embedding") -> np.ndarray:
     """Check an embedding for a gallery of dimension `dim` and return it normalised (float32)."""
     if len(values) != dim:
         raise Unprocessable(
@@ -204,23 +204,33 @@ async def search(
 
     `mode`/`ef_search` override the gallery's size-based choice (benchmarks and tests use them).
     """
-    row = await _require(session, event_id)
-    _check_model(row, model_id)
-    query = unit_vector(embedding, dim=row.dim)
-    chosen: Mode = mode or search_mode(row.templates, settings)
-    if chosen == "hnsw":
-        # One index scan yields at most ef_search rows, so the candidate set is ef_search templates, ordered
-        # exactly and grouped; k attendees need at least k * overfetch candidates.
-        ef = min(1000, max(ef_search or settings.hnsw_ef_search, k * settings.overfetch_per_attendee))
-        await store.set_hnsw_session(session, ef_search=ef)
-        neighbours = await store.nearest_templates(session, event_id, query=query, n=ef, mode="hnsw", dim=row.dim)
+    # One index scan yields at most ef_search rows, so in HNSW mode the candidate set is ef_search templates,
+    # ordered exactly and grouped; k attendees need at least k * overfetch candidates.
+    ef = min(1000, max(ef_search or settings.hnsw_ef_search, k * settings.overfetch_per_attendee))
+    ctx = await store.search_context(
+        session,
+        event_id,
+        ef_search=ef,
+        force_hnsw=None if mode is None else mode == "hnsw",
+        exact_max=settings.exact_max_templates,
+    )
+    if ctx is None:
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
+    if model_id != ctx.model_id:
+        raise Unprocessable(
+            f"gallery {event_id} is pinned to model {ctx.model_id!r}, not {model_id!r}", code="model_mismatch"
+        )
+    query = unit_vector(embedding, dim=ctx.dim)
+    chosen: Mode = "hnsw" if ctx.hnsw else "exact"
+    if ctx.hnsw:
+        neighbours = await store.nearest_templates(session, event_id, query=query, n=ef, hnsw=True, dim=ctx.dim)
         matches = best_per_attendee(neighbours, k)
     else:
         # Exact: fetch k * overfetch templates; if they hold fewer than k attendees (attendees with many
         # templates) and there are more rows, double and retry. Full recall by construction.
         n = k * settings.overfetch_per_attendee
         while True:
-            neighbours = await store.nearest_templates(session, event_id, query=query, n=n, mode="exact", dim=row.dim)
+            neighbours = await store.nearest_templates(session, event_id, query=query, n=n, hnsw=False, dim=ctx.dim)
             matches = best_per_attendee(neighbours, k)
             if len(matches) == k or len(neighbours) < n:
                 break

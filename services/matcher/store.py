@@ -212,15 +212,57 @@ async def attendee_distances(
 
 
 # --- search ----------------------------------------------------------------------------------------------
+# The hot path talks to the psycopg connection under the session directly (same transaction): two round
+# trips and no SQLAlchemy statement/result machinery, which was 2-3x the CPU of the query itself.
 
 
-def exact_search_sql(session: AsyncSession, event_id: uuid.UUID) -> str:
+@dataclass(frozen=True)
+class SearchContext:
+    model_id: str
+    dim: int
+    templates: int
+    hnsw: bool
+
+
+async def _driver(session: AsyncSession) -> Any:
+    conn = await session.connection()
+    return (await conn.get_raw_connection()).driver_connection
+
+
+def _quoted_partition(event_id: uuid.UUID) -> str:
+    return f'"{partition_name(event_id)}"'  # hex-only name, checked by partition_name
+
+
+async def search_context(
+    session: AsyncSession, event_id: uuid.UUID, *, ef_search: int, force_hnsw: bool | None, exact_max: int
+) -> SearchContext | None:
+    """Read the gallery and set this transaction's search settings in one round trip.
+
+    HNSW mode (more than `exact_max` templates, unless forced) sets enable_seqscan=off: once a gallery is in
+    HNSW mode a sequential scan is never wanted, and pgvector's cost model can prefer one silently (#466,
+    #556, #727). Exact mode leaves it on, so its query gets the sequential scan it is written for.
+    """
+    cur = await (await _driver(session)).execute(
+        "SELECT model_id, dim, templates, hnsw, set_config('hnsw.ef_search', %(ef)s, true),"
+        " set_config('enable_seqscan', CASE WHEN hnsw THEN 'off' ELSE 'on' END, true)"
+        " FROM (SELECT model_id, dim, templates, coalesce(%(force)s::boolean, templates > %(cut)s) AS hnsw"
+        "       FROM matcher_galleries WHERE event_id = %(e)s) g",
+        {"ef": str(int(ef_search)), "force": force_hnsw, "cut": exact_max, "e": event_id},
+    )
+    row = await cur.fetchone()
+    return SearchContext(model_id=row[0], dim=row[1], templates=row[2], hnsw=row[3]) if row else None
+
+
+def exact_search_sql(event_id: uuid.UUID) -> str:
     # Plain `embedding <=> q` does not match the index expression, so this is always a (possibly parallel)
     # sequential scan with a top-N sort: exact, and the right plan for small galleries.
-    return f"SELECT id, attendee_id, embedding <=> :q AS d FROM {_table(session, event_id)} ORDER BY d, id LIMIT :n"
+    return (
+        f"SELECT id, attendee_id, embedding <=> %(q)s::vector AS d FROM {_quoted_partition(event_id)}"
+        " ORDER BY d, id LIMIT %(n)s"
+    )
 
 
-def hnsw_search_sql(session: AsyncSession, event_id: uuid.UUID, *, dim: int) -> str:
+def hnsw_search_sql(event_id: uuid.UUID, *, dim: int) -> str:
     # The inner ORDER BY repeats the index expression so the planner can use the partition's HNSW index;
     # the outer ORDER BY puts the candidates in exact distance order (the graph walk is only nearly sorted).
     # No `WHERE event_id = ...`: the partition holds only this event's rows, and with that filter the planner
@@ -228,43 +270,25 @@ def hnsw_search_sql(session: AsyncSession, event_id: uuid.UUID, *, dim: int) -> 
     expr = index_expression(dim)
     return (
         "SELECT id, attendee_id, d FROM ("
-        f" SELECT id, attendee_id, {expr} <=> CAST(:q AS vector) AS d FROM {_table(session, event_id)}"
-        f" ORDER BY {expr} <=> CAST(:q AS vector) LIMIT :n"
+        f" SELECT id, attendee_id, {expr} <=> %(q)s::vector AS d FROM {_quoted_partition(event_id)}"
+        f" ORDER BY {expr} <=> %(q)s::vector LIMIT %(n)s"
         ") c ORDER BY d, id"
     )
 
 
-async def set_hnsw_session(session: AsyncSession, *, ef_search: int) -> None:
-    """Transaction-local search settings for an HNSW query.
-
-    enable_seqscan=off: once a gallery is in HNSW mode a sequential scan is never what we want, and the
-    planner's cost model can prefer one silently (pgvector #466, #556, #727); an index that cannot match at
-    all still is not used, which the EXPLAIN test guards against.
-    """
-    await session.execute(
-        text("SELECT set_config('hnsw.ef_search', :ef, true), set_config('enable_seqscan', 'off', true)"),
-        {"ef": str(int(ef_search))},
-    )
-
-
 async def nearest_templates(
-    session: AsyncSession,
-    event_id: uuid.UUID,
-    *,
-    query: np.ndarray,
-    n: int,
-    mode: str,
-    dim: int,
+    session: AsyncSession, event_id: uuid.UUID, *, query: np.ndarray, n: int, hnsw: bool, dim: int
 ) -> list[Neighbour]:
-    sql = exact_search_sql(session, event_id) if mode == "exact" else hnsw_search_sql(session, event_id, dim=dim)
-    result = await session.execute(text(sql), {"q": vector_literal(query), "n": n})
-    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
+    sql = hnsw_search_sql(event_id, dim=dim) if hnsw else exact_search_sql(event_id)
+    cur = await (await _driver(session)).execute(sql, {"q": vector_literal(query), "n": n})
+    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
 
 
 async def explain(session: AsyncSession, sql: str, params: dict[str, Any]) -> Any:
-    """EXPLAIN (FORMAT JSON) of a search statement with the same bind types the search uses."""
+    """EXPLAIN (FORMAT JSON) of a search statement, bound exactly as the search binds it."""
     params = {**params, "q": vector_literal(params["q"])}
-    return (await session.execute(text(f"EXPLAIN (FORMAT JSON) {sql}"), params)).scalar_one()
+    cur = await (await _driver(session)).execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+    return (await cur.fetchone())[0]
 
 
 # --- schema ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from services.matcher import store
 from tests.matcher.conftest import DIM, MODEL, running_app, template
@@ -120,8 +121,9 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
     event = loaded["event"]
     q = loaded["probes"][0]
     async with app.state.sessionmaker() as session:
-        await store.set_hnsw_session(session, ef_search=200)
-        sql = store.hnsw_search_sql(session, event, dim=DIM)
+        ctx = await store.search_context(session, event, ef_search=200, force_hnsw=None, exact_max=0)
+        assert ctx is not None and ctx.hnsw
+        sql = store.hnsw_search_sql(event, dim=DIM)
         plan = await store.explain(session, sql, {"q": q, "n": 200})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         nodes = _plan_nodes(plan[0]["Plan"])
@@ -132,15 +134,17 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
 
         # And without our enable_seqscan guard the planner picks the index on its own at this size.
         await session.rollback()
-        await session.execute(store.text("SELECT set_config('hnsw.ef_search', '40', true)"))
+        await session.execute(text("SELECT set_config('hnsw.ef_search', '40', true)"))
         plan = await store.explain(session, sql, {"q": q, "n": 40})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         scans = [n for n in _plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
         assert [n["Node Type"] for n in scans] == ["Index Scan"]
 
-        # The exact statement must not use it (its distance expression deliberately differs).
-        sql = store.exact_search_sql(session, event)
-        plan = await store.explain(session, sql, {"q": q, "n": 10})
+        # The exact statement, with the settings exact mode gets, must not use it (its expression differs).
+        await session.rollback()
+        ctx = await store.search_context(session, event, ef_search=200, force_hnsw=None, exact_max=10**6)
+        assert ctx is not None and not ctx.hnsw
+        plan = await store.explain(session, store.exact_search_sql(event), {"q": q, "n": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         assert not any("Index" in n["Node Type"] for n in _plan_nodes(plan[0]["Plan"]))
         await session.rollback()
