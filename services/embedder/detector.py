@@ -19,6 +19,27 @@ LANDMARK_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 MTCNN_MIN_FACE = 20
 
 
+# Input shapes of MTCNN's three networks: PNet is fully convolutional, RNet/ONet take fixed-size patches.
+_STAGE_INPUTS = {"StagePNet": (None, None, None, 3), "StageRNet": (None, 24, 24, 3), "StageONet": (None, 48, 48, 3)}
+
+
+def _compile_stages(mtcnn: Any) -> None:
+    """Run MTCNN's Keras networks as tf.functions with one relaxed signature each.
+
+    mtcnn 1.0 calls them eagerly, once per pyramid level: ~150 eager ops of Python dispatch per frame. Traced
+    once, detection is ~2x faster with identical output (measured: max box/landmark/score diff 0 on 22 photos).
+    """
+    import tensorflow as tf
+
+    for stage in getattr(mtcnn, "stages", []):
+        shape = _STAGE_INPUTS.get(type(stage).__name__)
+        model = getattr(stage, "_model", None)
+        if shape is None or model is None:
+            log.warning("unknown MTCNN stage %s; left eager", type(stage).__name__)
+            continue
+        stage._model = tf.function(model, input_signature=[tf.TensorSpec(shape, tf.float32)])
+
+
 @dataclass(frozen=True)
 class Detection:
     box: np.ndarray  # x, y, width, height in original pixels (float)
@@ -64,6 +85,7 @@ class FaceDetector:
         from mtcnn import MTCNN
 
         self._mtcnn = MTCNN(device=self.device)
+        _compile_stages(self._mtcnn)
 
     def warm_up(self) -> None:
         rng = np.random.default_rng(0)
