@@ -47,6 +47,10 @@ async def test_default_thresholds_end_to_end(new_tenant, faces: Faces, record_pr
     for person, n in STRANGERS:
         body = (await identify(t.gate, faces.photo(person, n))).json()
         counts[f"identify_stranger_{body['decision']}"] += 1
+    log = (await t.org.get(f"/v1/events/{t.event_id}/log", params={"limit": 500})).json()["items"]
+    latencies = sorted(e["latency_ms"] for e in log)
+    counts["latency_p50_ms"] = round(latencies[len(latencies) // 2])
+    counts["latency_max_ms"] = round(latencies[-1])
     summary = dict(sorted(counts.items()))
     print("\ngateway e2e counts at default thresholds:", summary)
     record_property("e2e_counts", summary)

@@ -107,3 +107,13 @@ async def test_event_defaults_and_overrides(new_tenant) -> None:
 async def test_admin_key_from_settings_is_stable(gateway: Gateway) -> None:
     r = await gateway.client(ADMIN_TOKEN).get("/v1/keys")
     assert r.status_code == 200
+
+
+async def test_ops_endpoints_and_openapi(gateway: Gateway) -> None:
+    anon = gateway.client()
+    assert (await anon.get("/healthz")).json()["status"] == "ok"
+    r = await anon.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"database": "ok", "redis": "ok", "embedder": "ok", "matcher": "ok"}
+    spec = (await anon.get("/openapi.json")).json()
+    assert {"/v1/gate/verify", "/v1/gate/identify", "/v1/events/{event_id}/attendees", "/v1/keys"} <= set(spec["paths"])
