@@ -135,7 +135,7 @@ async def embed(
 
 @router.get("/v1/model", response_model=ModelDescriptor)
 async def model(pipeline: PipelineDep) -> ModelDescriptor:
-    return pipeline.model.descriptor
+    return pipeline.descriptor
 
 
 @router.get("/healthz", response_model=Health, tags=["ops"])

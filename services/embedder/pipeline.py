@@ -56,6 +56,10 @@ class FacePipeline:
         self.settings = settings or EmbedderSettings()
         s = self.settings
         self.model: FaceModel = create_model(s.model_id, device=s.device)
+        # What clients see: the model's descriptor, with the chip mode this pipeline really uses.
+        self.descriptor = self.model.descriptor.model_copy(
+            update={"preprocessing": self.model.preprocessing_for(s.align)}
+        )
         self.detector = FaceDetector(
             max_side=s.detect_max_side,
             max_side_small=s.detect_max_side_small,
@@ -187,7 +191,7 @@ class FacePipeline:
         for r in a.reasons:
             metrics.QUALITY_REASONS.labels(profile.value, r.value).inc()
         return EmbedResponse(
-            model=self.model.descriptor,
+            model=self.descriptor,
             image=ImageInfo(
                 width=a.image.width, height=a.image.height, orientation_applied=a.image.orientation_applied
             ),

@@ -46,6 +46,10 @@ class FaceModel(ABC):
     def device(self) -> str:
         return "cpu"
 
+    def preprocessing_for(self, align: str) -> str:
+        """The descriptor's `preprocessing` text for a chip mode."""
+        return self.descriptor.preprocessing
+
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """uint8 RGB chips [N, S, S, 3] -> L2-normalised float32 embeddings [N, dim]."""
         size = self.geometry.size

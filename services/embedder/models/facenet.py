@@ -64,6 +64,11 @@ class FaceNetModel(FaceModel):
     def device(self) -> str:
         return self._runtime.device if self._runtime else "unloaded"
 
+    def preprocessing_for(self, align: str) -> str:
+        if align == "crop":
+            return "MTCNN box + 25% margin resized to 160x160 RGB, prewhiten (x-mean)/max(std, 1/sqrt(n))"
+        return "5-point similarity alignment to 160x160 RGB, prewhiten (x-mean)/max(std, 1/sqrt(n))"
+
     def preprocess(self, chips: np.ndarray) -> np.ndarray:
         return prewhiten(chips)
 
