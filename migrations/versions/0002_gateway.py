@@ -19,7 +19,8 @@ def upgrade() -> None:
         """
         CREATE TABLE events (
             id uuid PRIMARY KEY,
-            owner_key_id uuid NOT NULL,
+            tenant_id uuid NOT NULL,
+            created_by uuid NOT NULL,
             name varchar(200) NOT NULL,
             starts_at timestamptz,
             ends_at timestamptz,
@@ -33,7 +34,7 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("CREATE INDEX events_owner_idx ON events (owner_key_id, created_at)")
+    op.execute("CREATE INDEX events_tenant_idx ON events (tenant_id, created_at)")
     op.execute(
         """
         CREATE TABLE api_keys (
@@ -42,14 +43,17 @@ def upgrade() -> None:
             prefix varchar(16) NOT NULL,
             key_hash varchar(64) NOT NULL UNIQUE,
             role varchar(16) NOT NULL CHECK (role IN ('admin', 'organiser', 'gate')),
+            tenant_id uuid,
             event_id uuid REFERENCES events (id) ON DELETE CASCADE,
             created_by uuid,
             created_at timestamptz NOT NULL DEFAULT now(),
             revoked_at timestamptz,
-            CHECK ((role = 'gate') = (event_id IS NOT NULL))
+            CHECK ((role = 'gate') = (event_id IS NOT NULL)),
+            CHECK ((role = 'admin') = (tenant_id IS NULL))
         )
         """
     )
+    op.execute("CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id)")
     op.execute(
         """
         CREATE TABLE attendees (

@@ -1,8 +1,10 @@
 """API keys: opaque bearer tokens `fg_<random>`, stored as sha256 (they are 256-bit random, so a fast hash is
 enough: there is nothing to brute-force), with a role and a scope.
 
-Scopes: an admin can do everything; an organiser owns the events it creates (`events.owner_key_id`); a gate key
-is bound to exactly one event. Other tenants' resources answer 404, not 403, so ids do not leak existence.
+Scopes: an admin can do everything. An organiser key belongs to a tenant (an organiser account; by default a
+new tenant whose id is the key's id, or an existing one with `same_tenant_as`, so keys can be rotated), and the
+tenant owns the events its keys create. A gate key is bound to exactly one event (and its tenant). Other tenants'
+resources answer 404, not 403, so ids do not leak existence.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ TOKEN_PREFIX = "fg_"
 class Principal:
     key_id: uuid.UUID
     role: Role
+    tenant_id: uuid.UUID | None  # None for admins
     event_id: uuid.UUID | None  # gate keys only
     name: str
 
@@ -55,7 +58,7 @@ async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
     ).scalar_one_or_none()
     if row is None:
         return None
-    return Principal(key_id=row.id, role=Role(row.role), event_id=row.event_id, name=row.name)
+    return Principal(key_id=row.id, role=Role(row.role), tenant_id=row.tenant_id, event_id=row.event_id, name=row.name)
 
 
 async def create_key(session: AsyncSession, *, principal: Principal, body: KeyCreate) -> tuple[ApiKey, str]:
@@ -67,17 +70,28 @@ async def create_key(session: AsyncSession, *, principal: Principal, body: KeyCr
             raise Forbidden("organisers can only create gate keys")
     else:
         raise Forbidden("gate keys cannot create keys")
+    key_id = uuid.uuid4()
+    tenant_id: uuid.UUID | None = None
+    if body.role == Role.ORGANISER:
+        tenant_id = key_id
+        if body.same_tenant_as is not None:
+            other = await session.get(ApiKey, body.same_tenant_as)
+            if other is None or other.role != Role.ORGANISER.value:
+                raise NotFound("organiser key not found")
+            tenant_id = other.tenant_id
     if body.event_id is not None:
         event = await session.get(Event, body.event_id)
-        if event is None or not (principal.is_admin or event.owner_key_id == principal.key_id):
+        if event is None or not (principal.is_admin or event.tenant_id == principal.tenant_id):
             raise NotFound("event not found")
+        tenant_id = event.tenant_id
     token = new_token()
     key = ApiKey(
-        id=uuid.uuid4(),
+        id=key_id,
         name=body.name,
         prefix=token[:10],
         key_hash=hash_token(token),
         role=body.role.value,
+        tenant_id=tenant_id,
         event_id=body.event_id,
         created_by=principal.key_id,
     )
@@ -90,7 +104,7 @@ async def create_key(session: AsyncSession, *, principal: Principal, body: KeyCr
 async def list_keys(session: AsyncSession, *, principal: Principal) -> list[ApiKey]:
     stmt = select(ApiKey).order_by(ApiKey.created_at)
     if principal.role == Role.ORGANISER:
-        stmt = stmt.where((ApiKey.id == principal.key_id) | (ApiKey.created_by == principal.key_id))
+        stmt = stmt.where(ApiKey.tenant_id == principal.tenant_id)
     elif principal.role != Role.ADMIN:
         raise Forbidden("gate keys cannot list keys")
     return list((await session.execute(stmt)).scalars())
@@ -100,7 +114,7 @@ async def revoke_key(session: AsyncSession, *, principal: Principal, key_id: uui
     key = await session.get(ApiKey, key_id)
     if principal.role == Role.GATE:
         raise Forbidden("gate keys cannot revoke keys")
-    if key is None or not (principal.is_admin or key.created_by == principal.key_id):
+    if key is None or not (principal.is_admin or key.tenant_id == principal.tenant_id):
         raise NotFound("key not found")
     if key.id == principal.key_id and principal.is_admin:
         raise BadRequest("an admin cannot revoke its own key; create another admin key first")

@@ -1,4 +1,4 @@
-"""Events: create, read, list, erase. Tenancy: an organiser sees only the events its key created.
+"""Events: create, read, list, erase. Tenancy: an organiser sees only the events of its tenant (auth.py).
 
 Retention: erasing an event deletes everything of it — the matcher gallery (DROP of its partition), cached
 templates, attendees, gate keys bound to it, idempotency records and its access-log rows.
@@ -54,7 +54,7 @@ def to_out(event: Event) -> EventOut:
 
 
 def can_manage(principal: Principal, event: Event) -> bool:
-    return principal.role == Role.ADMIN or (principal.role == Role.ORGANISER and event.owner_key_id == principal.key_id)
+    return principal.role == Role.ADMIN or (principal.role == Role.ORGANISER and event.tenant_id == principal.tenant_id)
 
 
 async def get_managed_event(session: AsyncSession, *, principal: Principal, event_id: uuid.UUID) -> Event:
@@ -73,7 +73,8 @@ async def create_event(
         raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
     event = Event(
         id=uuid.uuid4(),
-        owner_key_id=principal.key_id,
+        tenant_id=principal.tenant_id or principal.key_id,  # an admin's events form the admin's own tenant
+        created_by=principal.key_id,
         name=body.name,
         starts_at=body.starts_at,
         ends_at=body.ends_at,
@@ -96,7 +97,7 @@ async def create_event(
 async def list_events(session: AsyncSession, *, principal: Principal) -> list[Event]:
     stmt = select(Event).order_by(Event.created_at.desc())
     if principal.role != Role.ADMIN:
-        stmt = stmt.where(Event.owner_key_id == principal.key_id)
+        stmt = stmt.where(Event.tenant_id == principal.tenant_id)
     return list((await session.execute(stmt)).scalars())
 
 

@@ -48,11 +48,17 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     role: Role
     event_id: uuid.UUID | None = Field(default=None, description="required for (and only for) gate keys")
+    same_tenant_as: uuid.UUID | None = Field(
+        default=None,
+        description="admin only, organiser keys: join the tenant (and events) of this organiser key; for rotation",
+    )
 
     @model_validator(mode="after")
     def _gate_has_event(self) -> KeyCreate:
         if (self.role == Role.GATE) != (self.event_id is not None):
             raise ValueError("event_id is required for gate keys and not allowed for other roles")
+        if self.same_tenant_as is not None and self.role != Role.ORGANISER:
+            raise ValueError("same_tenant_as only applies to organiser keys")
         return self
 
 
@@ -63,6 +69,7 @@ class KeyOut(BaseModel):
     name: str
     prefix: str
     role: Role
+    tenant_id: uuid.UUID | None
     event_id: uuid.UUID | None
     created_by: uuid.UUID | None
     created_at: datetime

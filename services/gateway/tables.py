@@ -37,6 +37,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # first characters of the token, to tell keys apart
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole token
     role: Mapped[str] = mapped_column(String(16))  # admin | organiser | gate
+    # The organiser account a key belongs to (None for admins). Events belong to a tenant, not to a key, so an
+    # organiser can rotate keys without losing its events.
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), nullable=True)
     event_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("events.id", ondelete="CASCADE"), nullable=True
     )
@@ -49,7 +52,8 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    owner_key_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    created_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     name: Mapped[str] = mapped_column(String(200))
     starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

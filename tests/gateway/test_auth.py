@@ -117,3 +117,21 @@ async def test_ops_endpoints_and_openapi(gateway: Gateway) -> None:
     assert r.json()["checks"] == {"database": "ok", "redis": "ok", "embedder": "ok", "matcher": "ok"}
     spec = (await anon.get("/openapi.json")).json()
     assert {"/v1/gate/verify", "/v1/gate/identify", "/v1/events/{event_id}/attendees", "/v1/keys"} <= set(spec["paths"])
+
+
+async def test_organiser_key_rotation_keeps_the_events(gateway: Gateway, admin: httpx.AsyncClient, new_tenant) -> None:
+    t = await new_tenant()
+    r = await admin.post("/v1/keys", json={"name": "rotated", "role": "organiser", "same_tenant_as": t.org_key_id})
+    assert r.status_code == 201, r.text
+    new_key = r.json()
+    org2 = gateway.client(new_key["token"])
+    # the new key revokes the old one and still manages the tenant's event and gate keys
+    assert (await org2.post(f"/v1/keys/{t.org_key_id}/revoke")).status_code == 200
+    assert (await t.org.get("/v1/events")).status_code == 401
+    assert (await org2.get(f"/v1/events/{t.event_id}")).status_code == 200
+    assert {k["id"] for k in (await org2.get("/v1/keys")).json()} >= {t.gate_key_id, new_key["id"]}
+    # and nobody else's: another tenant stays invisible
+    other = await new_tenant()
+    assert (await org2.get(f"/v1/events/{other.event_id}")).status_code == 404
+    r = await other.org.post("/v1/keys", json={"name": "x", "role": "organiser", "same_tenant_as": t.org_key_id})
+    assert r.status_code == 403
