@@ -223,18 +223,22 @@ async def search(
     query = unit_vector(embedding, dim=ctx.dim)
     chosen: Mode = "hnsw" if ctx.hnsw else "exact"
     if ctx.hnsw:
-        neighbours = await store.nearest_templates(session, event_id, query=query, n=ef, hnsw=True, dim=ctx.dim)
-        matches = best_per_attendee(neighbours, k)
+        neighbours = await store.nearest_templates(session, event_id, query=query, n=ef, k=k, hnsw=True, dim=ctx.dim)
+        matches = best_per_attendee(neighbours, k)  # already one row per attendee; keeps the types uniform
+        candidates = ef
     else:
         # Exact: fetch k * overfetch templates; if they hold fewer than k attendees (attendees with many
         # templates) and there are more rows, double and retry. Full recall by construction.
         n = k * settings.overfetch_per_attendee
         while True:
-            neighbours = await store.nearest_templates(session, event_id, query=query, n=n, hnsw=False, dim=ctx.dim)
+            neighbours = await store.nearest_templates(
+                session, event_id, query=query, n=n, k=k, hnsw=False, dim=ctx.dim
+            )
             matches = best_per_attendee(neighbours, k)
             if len(matches) == k or len(neighbours) < n:
                 break
             n *= 2
+        candidates = len(neighbours)
     SEARCHES.labels(chosen).inc()
-    SEARCH_CANDIDATES.labels(chosen).observe(len(neighbours))
+    SEARCH_CANDIDATES.labels(chosen).observe(candidates)
     return SearchResult(matches=matches, mode=chosen)

@@ -263,24 +263,31 @@ def exact_search_sql(event_id: uuid.UUID) -> str:
 
 
 def hnsw_search_sql(event_id: uuid.UUID, *, dim: int) -> str:
-    # The inner ORDER BY repeats the index expression so the planner can use the partition's HNSW index;
-    # the outer ORDER BY puts the candidates in exact distance order (the graph walk is only nearly sorted).
-    # No `WHERE event_id = ...`: the partition holds only this event's rows, and with that filter the planner
-    # preferred a bitmap scan of the (event_id, attendee_id) btree plus a sort over the HNSW index.
+    """HNSW candidates, re-ordered exactly and reduced to each attendee's best template, top-k.
+
+    The innermost ORDER BY repeats the index expression so the planner can use the partition's HNSW index
+    (it yields at most ef_search rows: `%(n)s` is the candidate count). Grouping happens here, not in
+    Python, so only k rows come back however large the candidate set. No `WHERE event_id = ...`: the
+    partition holds only this event's rows, and with that filter the planner preferred a bitmap scan of the
+    (event_id, attendee_id) btree plus a sort over the HNSW index.
+    """
     expr = index_expression(dim)
     return (
         "SELECT id, attendee_id, d FROM ("
-        f" SELECT id, attendee_id, {expr} <=> %(q)s::vector AS d FROM {_quoted_partition(event_id)}"
-        f" ORDER BY {expr} <=> %(q)s::vector LIMIT %(n)s"
-        ") c ORDER BY d, id"
+        " SELECT DISTINCT ON (attendee_id) id, attendee_id, d FROM ("
+        f"  SELECT id, attendee_id, {expr} <=> %(q)s::vector AS d FROM {_quoted_partition(event_id)}"
+        f"  ORDER BY {expr} <=> %(q)s::vector LIMIT %(n)s"
+        " ) c ORDER BY attendee_id, d, id"
+        ") g ORDER BY d, id LIMIT %(k)s"
     )
 
 
 async def nearest_templates(
-    session: AsyncSession, event_id: uuid.UUID, *, query: np.ndarray, n: int, hnsw: bool, dim: int
+    session: AsyncSession, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int
 ) -> list[Neighbour]:
+    """Exact: the n nearest templates. HNSW: the k nearest attendees among n candidates (one row each)."""
     sql = hnsw_search_sql(event_id, dim=dim) if hnsw else exact_search_sql(event_id)
-    cur = await (await _driver(session)).execute(sql, {"q": vector_literal(query), "n": n})
+    cur = await (await _driver(session)).execute(sql, {"q": vector_literal(query), "n": n, "k": k})
     return [Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
 
 

@@ -124,7 +124,7 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
         ctx = await store.search_context(session, event, ef_search=200, force_hnsw=None, exact_max=0)
         assert ctx is not None and ctx.hnsw
         sql = store.hnsw_search_sql(event, dim=DIM)
-        plan = await store.explain(session, sql, {"q": q, "n": 200})
+        plan = await store.explain(session, sql, {"q": q, "n": 200, "k": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         nodes = _plan_nodes(plan[0]["Plan"])
         scans = [n for n in nodes if "Scan" in n["Node Type"]]
@@ -135,7 +135,7 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
         # And without our enable_seqscan guard the planner picks the index on its own at this size.
         await session.rollback()
         await session.execute(text("SELECT set_config('hnsw.ef_search', '40', true)"))
-        plan = await store.explain(session, sql, {"q": q, "n": 40})
+        plan = await store.explain(session, sql, {"q": q, "n": 40, "k": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         scans = [n for n in _plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
         assert [n["Node Type"] for n in scans] == ["Index Scan"]
