@@ -49,10 +49,13 @@ class MicroBatcher(Generic[T, R]):
         self.name = name
         self.max_queue = max_queue
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._executor = executor or self._new_executor()
         self._observer = observer
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def _new_executor(self) -> Executor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{self.name}")
 
     @property
     def running(self) -> bool:
@@ -77,6 +80,8 @@ class MicroBatcher(Generic[T, R]):
                     fut.set_exception(ServiceUnavailable(f"{self.name} batcher closed"))
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            # A later start() (e.g. a second asyncio.run in a script) gets a fresh thread.
+            self._executor = self._new_executor()
 
     async def submit(self, item: T) -> R:
         return (await self.submit_many([item]))[0]

@@ -69,6 +69,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
+def _upright(img: Image.Image) -> tuple[Image.Image, int]:
+    """Apply the EXIF orientation; a broken EXIF block means "as stored", not an unreadable image."""
+    try:
+        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1))
+        return (ImageOps.exif_transpose(img) or img), orientation
+    except Exception:
+        return img, 1
+
+
 def decode_image(
     data: bytes,
     *,
@@ -87,8 +96,7 @@ def decode_image(
             if min(width, height) < min_side:
                 raise ImageTooSmall(f"image is {width}x{height}; each side must be at least {min_side} px")
             img.load()  # multi-frame formats (GIF, TIFF) decode their first frame
-            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-            upright = ImageOps.exif_transpose(img) or img
+            upright, orientation = _upright(img)
             rgb = np.ascontiguousarray(np.asarray(_to_rgb(upright), dtype=np.uint8))
     except FacegateError:
         raise
@@ -103,6 +111,6 @@ def decode_image(
         raise InvalidImage(f"unexpected decoded shape {rgb.shape}")
     return DecodedImage(
         rgb=rgb,
-        orientation_applied=isinstance(orientation, int) and 2 <= orientation <= 8,
+        orientation_applied=2 <= orientation <= 8,
         format=img.format,
     )

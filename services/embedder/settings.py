@@ -55,7 +55,13 @@ GATE_DEFAULT = QualityThresholds(
 
 
 class EmbedderSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FACEGATE_EMBEDDER_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FACEGATE_EMBEDDER_",
+        env_nested_delimiter="__",
+        # FACEGATE_EMBEDDER_ENROL__MIN_SCORE=0.97 changes one rule and keeps the other defaults.
+        nested_model_default_partial_update=True,
+        extra="ignore",
+    )
 
     model_id: str = "facenet-casia-512"
     # How a face becomes a chip: FaceNet's own box+margin crop (measured better on the dev set: EER 4.4% vs

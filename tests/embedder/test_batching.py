@@ -82,3 +82,12 @@ async def test_full_queue_is_refused() -> None:
         assert getattr(err.value, "error_code", "") == "overloaded"
     finally:
         await batcher.close()
+
+
+async def test_restart_after_close() -> None:
+    """Scripts that call asyncio.run twice restart the batcher on the new loop."""
+    batcher = MicroBatcher(FakeModel(delay=0.0), max_batch=4, max_wait_s=0.0, name="t6")
+    assert await batcher.submit(1) == 2
+    await batcher.close()
+    assert await batcher.submit(2) == 4
+    await batcher.close()
