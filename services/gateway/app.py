@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.observability import install_observability
 from services.gateway.api import attendees, events, gate, imports, keys
+from services.gateway.attendees import purge_idempotency_keys
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.cache import RedisBreaker, TemplateCache
 from services.gateway.downstream import Downstream
@@ -109,8 +111,10 @@ def create_app(
         await _bootstrap(app, settings)
         try:
             await mark_interrupted(app.state.sessionmaker)
+            async with app.state.sessionmaker() as session, session.begin():
+                await purge_idempotency_keys(session, older_than=timedelta(seconds=settings.idempotency_ttl_s))
         except Exception as exc:
-            log.warning("could not mark interrupted import jobs: %r", exc)
+            log.warning("start-up housekeeping skipped: %r", exc)
         try:
             yield
         finally:

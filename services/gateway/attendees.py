@@ -24,10 +24,10 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,6 +43,15 @@ from services.gateway.schemas import AttendeeOut, Enrolled, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
 
 log = logging.getLogger("facegate.gateway.attendees")
+
+
+async def purge_idempotency_keys(session: AsyncSession, *, older_than: timedelta) -> int:
+    result = await session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.created_at < datetime.now(UTC) - older_than)
+        .returning(IdempotencyKey.key)
+    )
+    return len(result.all())
 
 
 @dataclass(frozen=True)
@@ -124,10 +133,14 @@ async def _embed_and_check(downstream: Downstream, photos: list[Photo], max_phot
 
 
 async def _stored_response(
-    session: AsyncSession, *, principal: Principal, key: str, fingerprint: str
+    session: AsyncSession, *, principal: Principal, key: str, fingerprint: str, ttl: timedelta
 ) -> tuple[int, dict[str, Any]] | None:
     row = await session.get(IdempotencyKey, (principal.key_id, key))
     if row is None:
+        return None
+    if row.created_at < datetime.now(UTC) - ttl:
+        await session.delete(row)  # expired: the key may be used again
+        await session.flush()
         return None
     if row.fingerprint != fingerprint:
         raise Unprocessable("this Idempotency-Key was used for a different request", code="idempotency_key_reused")
@@ -147,6 +160,7 @@ async def enrol(
     downstream: Downstream,
     cache: TemplateCache,
     max_photos: int,
+    idempotency_ttl: timedelta = timedelta(days=7),
 ) -> tuple[int, dict[str, Any]]:
     """Returns (status, body). Commits itself: the order of commit and matcher call is the point."""
     name, ticket_code = name.strip(), ticket_code.strip()
@@ -157,7 +171,9 @@ async def enrol(
     event_id = event.id
     fingerprint = _fingerprint(event_id, [name, ticket_code, external_ref], photos)
     if idempotency_key:
-        stored = await _stored_response(session, principal=principal, key=idempotency_key, fingerprint=fingerprint)
+        stored = await _stored_response(
+            session, principal=principal, key=idempotency_key, fingerprint=fingerprint, ttl=idempotency_ttl
+        )
         if stored is not None:
             return stored
     taken = (
@@ -189,7 +205,9 @@ async def enrol(
         # Idempotency-Key, answer what the first attempt answered.
         await session.rollback()
         if idempotency_key:
-            stored = await _stored_response(session, principal=principal, key=idempotency_key, fingerprint=fingerprint)
+            stored = await _stored_response(
+                session, principal=principal, key=idempotency_key, fingerprint=fingerprint, ttl=idempotency_ttl
+            )
             if stored is not None:
                 return stored
         raise Conflict(
@@ -227,7 +245,9 @@ async def enrol(
         await session.rollback()
         await _compensate(downstream, event_id, attendee_id)
         if isinstance(exc, IntegrityError) and idempotency_key:
-            stored = await _stored_response(session, principal=principal, key=idempotency_key, fingerprint=fingerprint)
+            stored = await _stored_response(
+                session, principal=principal, key=idempotency_key, fingerprint=fingerprint, ttl=idempotency_ttl
+            )
             if stored is not None:
                 return stored
         if isinstance(exc, IntegrityError):

@@ -35,3 +35,4 @@ class GatewaySettings(BaseSettings):
     multiple_faces_policy: Literal["deny", "largest"] = "deny"
     gate_enforce_quality: bool = True  # deny `low_quality` when the face fails the embedder's lax gate profile
     import_max_zip_bytes: int = 512 * 1024 * 1024
+    idempotency_ttl_s: int = 7 * 24 * 3600  # how long a retried enrolment gets its first answer back

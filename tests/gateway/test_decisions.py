@@ -170,6 +170,10 @@ async def test_invalid_frames(event) -> None:
     assert r.status_code in (400, 422), r.text
     r = await t.gate.post("/v1/gate/verify", data={"ticket_code": "x"})
     assert r.status_code == 422
+    r = await verify(t.gate, "T-COLIN", ("big.jpg", b"\xff\xd8\xff" + b"\0" * (10 * 1024 * 1024), "image/jpeg"))
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    r = await enrol(t.org, t.event_id, name="Many", ticket="MANY", photos=[("a.jpg", b"x", "image/jpeg")] * 11)
+    assert r.status_code == 400, r.text
 
 
 async def test_metrics_count_decisions(gateway) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Query, UploadFile
@@ -66,6 +67,7 @@ async def enrol(
         downstream=downstream,
         cache=cache,
         max_photos=settings.max_photos_per_request,
+        idempotency_ttl=timedelta(seconds=settings.idempotency_ttl_s),
     )
     return JSONResponse(status_code=status, content=body)
 
