@@ -1,11 +1,12 @@
 """Which alignment should feed the dlib ResNet port? Verification accuracy of three chip pipelines on the dev set.
 
-    A  MTCNN (services/embedder/detector.py) landmarks -> similarity to DLIB_CHIP_TEMPLATE (dlib_align.py)
+    A  MTCNN (services/embedder/detector.py) landmarks -> weighted similarity to DLIB_CHIP_TEMPLATE (dlib_align.py)
     B  MTCNN box -> dlib's 5-point shape predictor -> dlib.get_face_chip(size=150, padding=0.25)
     C  dlib's HOG detector (upsample 1) -> 5-point predictor -> dlib.get_face_chip (what dlib itself does)
 
-plus two controls: A-xfit (A with a template fitted on the other half of the identities: no fit-on-test) and
-C-cv2 (C's own transform, resampled by our warp_chip instead of dlib's chip extractor: the resampling's share).
+plus controls: A-xfit (A with template and weights fitted on the other half of the identities: no fit-on-test),
+A-unweighted (plain least squares), A-3pt (eyes and nose only) and C-cv2 (C's own transform, resampled by our
+warp_chip instead of dlib's chip extractor: the resampling's share).
 All chips go through DlibResNet; cosine distances of the L2-normalised descriptors over every genuine/impostor
 pair give EER and TAR (= 1 - FNMR) at FMR 1e-2, 1e-3 and FMR = 0 (the strictest point the pair count allows).
 
@@ -108,16 +109,22 @@ def same_face(row: dict[str, Any]) -> bool:
     return bool(np.all((p > 0) & (p < 150)))
 
 
-def fit_template(rows: list[dict[str, Any]]) -> tuple[np.ndarray, float, float]:
-    """Mean position of each MTCNN point in dlib's chip; residuals raw and after the run-time similarity fit."""
+def fit_template(rows: list[dict[str, Any]]) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """Mean position of each MTCNN point in dlib's chip; residuals raw and after the run-time similarity fit.
+
+    Also returns each point's RMS residual after that fit (px): the noisier points (mouth corners, which dlib's
+    eye-and-nose alignment does not pin down) can be down-weighted with 1 / rms**2.
+    """
     pts = np.stack([apply(r["m_C"], r["mt_lm"]) for r in rows])
     template = pts.mean(0)
     raw = float(np.linalg.norm(pts - template, axis=2).mean())
-    fitted = [
-        np.linalg.norm(apply(dlib_align.similarity_transform(r["mt_lm"], template), r["mt_lm"]) - template, axis=1)
-        for r in rows
-    ]
-    return template, raw, float(np.mean(fitted))
+    res = np.stack(
+        [
+            np.linalg.norm(apply(dlib_align.similarity_transform(r["mt_lm"], template), r["mt_lm"]) - template, axis=1)
+            for r in rows
+        ]
+    )
+    return template, raw, float(res.mean()), np.sqrt((res**2).mean(0))
 
 
 def metrics(emb: np.ndarray, labels: list[str]) -> dict[str, Any]:
@@ -212,12 +219,14 @@ def main() -> None:
     for r in rows:
         if "mt_lm" in r and "m_C" in r and not same_face(r):
             print(f"largest faces differ between MTCNN and dlib (left out of the fit): {r['path']}")
-    template, raw_res, fit_res = fit_template(matched)
+    template, raw_res, fit_res, point_rms = fit_template(matched)
     print(
         f"template fitted on {len(matched)} faces: mean point distance to it {raw_res:.2f}px in dlib's chip, "
         f"{fit_res:.2f}px after the similarity fit"
     )
+    print("per-point RMS residual after the similarity fit (px):", np.round(point_rms, 2).tolist())
     if args.fit:
+        print("DLIB_CHIP_WEIGHTS =", np.round(point_rms.min() ** 2 / point_rms**2, 3).tolist())
         print("DLIB_CHIP_TEMPLATE = np.array([")
         for x, y in template:
             print(f"    [{x:.4f}, {y:.4f}],")
@@ -230,21 +239,30 @@ def main() -> None:
     # 2-fold by identity: each half aligned with the template of the other half.
     idents = sorted({r["label"] for r in rows})
     fold = {name: i % 2 for i, name in enumerate(idents)}
-    xfit = {k: fit_template([r for r in matched if fold[r["label"]] != k])[0] for k in (0, 1)}
+    fits = {k: fit_template([r for r in matched if fold[r["label"]] != k]) for k in (0, 1)}
+    xfit = {k: f[0] for k, f in fits.items()}
+    xfit_w = {k: f[3].min() ** 2 / f[3] ** 2 for k, f in fits.items()}
     print(f"fold templates differ by {np.abs(xfit[0] - xfit[1]).max():.3f} px max")
 
     model = DlibResNet.from_package()
-    chips: dict[str, list[np.ndarray | None]] = {k: [] for k in ("A", "A-xfit", "B", "C", "C-cv2")}
+    # A as shipped (weighted, dlib_align.align_dlib_chip); A-xfit: template and weights from the other half of
+    # the identities; A-unweighted: the plain least-squares fit; A-3pt: eyes and nose only.
+    shipped_w = dlib_align.DLIB_CHIP_WEIGHTS
+    variants = {
+        "A": (lambda r: shipped, lambda r: shipped_w),
+        "A-xfit": (lambda r: xfit[1 - fold[r["label"]]], lambda r: xfit_w[1 - fold[r["label"]]]),
+        "A-unweighted": (lambda r: shipped, lambda r: None),
+        "A-3pt": (lambda r: shipped, lambda r: np.array([1.0, 1.0, 1.0, 0.0, 0.0])),
+    }
+    chips: dict[str, list[np.ndarray | None]] = {k: [] for k in (*variants, "B", "C", "C-cv2")}
     for r in rows:
         has_mt, has_c = "mt_lm" in r, "m_C" in r
-        chips["A"].append(
-            dlib_align.warp_chip(r["rgb"], dlib_align.similarity_transform(r["mt_lm"], shipped)) if has_mt else None
-        )
-        chips["A-xfit"].append(
-            dlib_align.warp_chip(r["rgb"], dlib_align.similarity_transform(r["mt_lm"], xfit[1 - fold[r["label"]]]))
-            if has_mt
-            else None
-        )
+        for name, (tpl, wts) in variants.items():
+            chips[name].append(
+                dlib_align.warp_chip(r["rgb"], dlib_align.similarity_transform(r["mt_lm"], tpl(r), wts(r)))
+                if has_mt
+                else None
+            )
         chips["B"].append(r.get("chip_B"))
         chips["C"].append(r.get("chip_C"))
         chips["C-cv2"].append(dlib_align.warp_chip(r["rgb"], r["m_C"]) if has_c else None)
@@ -273,7 +291,7 @@ def main() -> None:
         own = [i for i in range(len(rows)) if not np.isnan(e[i, 0])]
         result["own"][k] = metrics(e[own], [labels[i] for i in own])
     # same photo, different chips: cosine distance between pipelines' descriptors (the genuine mean is ~0.2)
-    for k in ("A", "B", "C-cv2"):
+    for k in ("A", "A-unweighted", "B", "C-cv2"):
         cos = np.sum(emb[k][common] * emb["C"][common], axis=1)
         result[f"{k}_vs_C_same_photo_distance"] = {
             "mean": float(np.mean(1 - cos)),
@@ -289,12 +307,12 @@ def main() -> None:
     for scope in ("common", "own"):
         print(f"\n{scope} set" + (" (photos where both detectors found a face)" if scope == "common" else ""))
         print(
-            f"{'pipeline':8} {'imgs':>5} {'gen':>5} {'imp':>6} {'EER':>7} {'d_prime':>7} "
+            f"{'pipeline':12} {'imgs':>5} {'gen':>5} {'imp':>6} {'EER':>7} {'d_prime':>7} "
             + " ".join(f"{'TAR@' + format(t, 'g'):>10}" for t in FMR_POINTS)
         )
         for k, m in result[scope].items():
             print(
-                f"{k:8} {m['images']:5d} {m['genuine_pairs']:5d} {m['impostor_pairs']:6d} {m['eer']:7.2%} "
+                f"{k:12} {m['images']:5d} {m['genuine_pairs']:5d} {m['impostor_pairs']:6d} {m['eer']:7.2%} "
                 + f"{m['d_prime']:7.3f} "
                 + " ".join(f"{m[f'tar@fmr={t:g}']:10.2%}" for t in FMR_POINTS)
             )
