@@ -163,3 +163,19 @@ async def test_redis_down_decisions_stay_correct(lonely_gateway, faces: Faces) -
     assert (await org.post(f"/v1/events/{event['id']}/attendees/{aid}/revoke")).status_code == 200
     r = await verify(gate, "R-2", faces.photo("Mindy_Kaling", 4))
     assert r.json()["reason"] == "revoked", r.text
+
+
+async def test_embedder_down_mid_enrolment_leaves_nothing(new_tenant, gateway: Gateway, faces: Faces) -> None:
+    t = await new_tenant()
+    seen = []
+
+    def second_embed_fails(req: httpx.Request) -> bool:
+        seen.append(req.url.path)
+        return len(seen) == 2
+
+    gateway.embedder.fail = second_embed_fails
+    photos = [faces.photo("Colin_Powell", 1), faces.photo("Colin_Powell", 2)]
+    r = await enrol(t.org, t.event_id, name="Colin", ticket="EM-1", photos=photos)
+    assert r.status_code == 503 and r.json()["code"] == "dependency_unavailable", r.text
+    assert not any(c.endswith("/templates") and c.startswith("POST") and t.event_id in c for c in gateway.matcher.calls)
+    assert (await t.org.get(f"/v1/events/{t.event_id}/attendees")).json()["items"] == []
