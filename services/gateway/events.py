@@ -17,7 +17,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.errors import EventNotFound
-from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, Role
+from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, EventUpdate, Role
 from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
 
 
@@ -90,6 +90,23 @@ async def create_event(
     # The gallery first exists in the matcher; if our commit then fails, an empty gallery is left behind, which
     # is harmless (ensure is idempotent and nothing references it).
     await downstream.ensure_gallery(event.id, model_id)
+    await session.refresh(event)
+    return event
+
+
+async def update_event(session: AsyncSession, *, principal: Principal, event_id: uuid.UUID, body: EventUpdate) -> Event:
+    event = await get_managed_event(session, principal=principal, event_id=event_id)
+    changes = body.model_dump(exclude_unset=True)
+    for field in ("name", "mode", "allow_reentry", "identify_margin"):
+        if changes.get(field) is None:
+            changes.pop(field, None)  # not nullable: null means "leave it"
+    if "mode" in changes:
+        changes["mode"] = EventMode(changes["mode"]).value
+    for field, value in changes.items():
+        setattr(event, field, value)
+    if event.starts_at and event.ends_at and event.ends_at <= event.starts_at:
+        raise Unprocessable("ends_at must be after starts_at", code="validation_error")
+    await session.flush()
     await session.refresh(event)
     return event
 

@@ -101,6 +101,20 @@ class EventCreate(BaseModel):
         return self
 
 
+class EventUpdate(BaseModel):
+    """Fields to change; absent fields stay. `null` for a threshold goes back to the model's default. The model
+    is pinned for the event's life (its templates were made by it)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    mode: EventMode | None = None
+    allow_reentry: bool | None = None
+    verify_threshold: float | None = Field(default=None, gt=0, le=2)
+    identify_threshold: float | None = Field(default=None, gt=0, le=2)
+    identify_margin: float | None = Field(default=None, ge=0, le=2)
+
+
 class EventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

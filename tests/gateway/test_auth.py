@@ -135,3 +135,21 @@ async def test_organiser_key_rotation_keeps_the_events(gateway: Gateway, admin: 
     assert (await org2.get(f"/v1/events/{other.event_id}")).status_code == 404
     r = await other.org.post("/v1/keys", json={"name": "x", "role": "organiser", "same_tenant_as": t.org_key_id})
     assert r.status_code == 403
+
+
+async def test_update_event_overrides_and_back_to_defaults(new_tenant) -> None:
+    t = await new_tenant()
+    default = t.event["verify_threshold"]
+    base = f"/v1/events/{t.event_id}"
+    r = await t.org.patch(base, json={"verify_threshold": 0.25, "allow_reentry": True, "identify_margin": 0.05})
+    assert r.status_code == 200, r.text
+    ev = r.json()
+    assert (ev["verify_threshold"], ev["allow_reentry"], ev["identify_margin"]) == (0.25, True, 0.05)
+    assert ev["threshold_overridden"] is True and ev["name"] == t.event["name"]
+    r = await t.org.patch(base, json={"verify_threshold": None, "name": None})
+    assert r.json()["verify_threshold"] == default and r.json()["threshold_overridden"] is False
+    assert r.json()["name"] == t.event["name"]
+    assert (await t.org.patch(base, json={"model_id": "other"})).json()["model_id"] == "facenet-casia-512"
+    assert (await t.gate.patch(base, json={"allow_reentry": False})).status_code == 403
+    other = await new_tenant()
+    assert (await other.org.patch(base, json={"allow_reentry": False})).status_code == 404

@@ -9,7 +9,16 @@ from fastapi import APIRouter, Query, status
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import access_log, events
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
-from services.gateway.schemas import Decision, Erased, EventCreate, EventList, EventOut, LiveCounts, LogPage
+from services.gateway.schemas import (
+    Decision,
+    Erased,
+    EventCreate,
+    EventList,
+    EventOut,
+    EventUpdate,
+    LiveCounts,
+    LogPage,
+)
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -36,6 +45,14 @@ async def list_events(session: SessionDep, principal: RequireOrganiser) -> Event
 @router.get("/{event_id}", response_model=EventOut)
 async def get_event(event_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser) -> EventOut:
     return events.to_out(await events.get_managed_event(session, principal=principal, event_id=event_id))
+
+
+@router.patch("/{event_id}", response_model=EventOut)
+async def update_event(
+    event_id: uuid.UUID, body: EventUpdate, session: SessionDep, principal: RequireOrganiser
+) -> EventOut:
+    """Change name, window, mode, re-entry, threshold overrides (null = the model's default) or the margin."""
+    return events.to_out(await events.update_event(session, principal=principal, event_id=event_id, body=body))
 
 
 @router.delete("/{event_id}", response_model=Erased)
