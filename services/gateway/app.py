@@ -62,10 +62,12 @@ async def _bootstrap(app: FastAPI, settings: GatewaySettings) -> None:
     try:
         created = await ensure_bootstrap_admin(app.state.sessionmaker, token=token)
     except IntegrityError:
+        app.state.bootstrapped = True
         return  # another worker created it at the same moment
     except Exception as exc:
-        log.warning("bootstrap admin key not checked (database not ready?): %r", exc)
-        return
+        log.warning("bootstrap admin key not checked yet (database not ready?): %r", exc)
+        return  # /readyz tries again
+    app.state.bootstrapped = True
     if created is not None:
         if token is None:
             # Printed once, on the first start with no admin key; only its hash is stored.
@@ -108,6 +110,7 @@ def create_app(
         app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
         app.state.probes = probes
         app.state.jobs = set()
+        app.state.bootstrapped = False
         await _bootstrap(app, settings)
         try:
             await mark_interrupted(app.state.sessionmaker)
@@ -161,6 +164,8 @@ def _ops_router() -> APIRouter:
                 strict=True,
             )
         )
+        if checks["database"] == "ok" and not state.bootstrapped:
+            await _bootstrap(request.app, state.settings)
         ready = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ready else "not_ready", checks=checks)
         return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())
