@@ -38,7 +38,7 @@ DLIB_CHIP_TEMPLATE = np.array(
     dtype=np.float32,
 )
 # Per-point weights of the similarity fit, 1 / RMS residual**2 (normalised to the best point) from the same fit:
-# RMS 3.2, 2.6, 6.9, 4.4, 4.2 px. The nose tip moves most against dlib's nose-base frame (head pitch), the mouth
+# RMS 3.2, 2.6, 6.9, 4.4, 4.2 px. The nose tip moves most against dlib's nose-base frame (likely head pitch), the mouth
 # corners with expression. On the dev set the weighted fit beats the plain one (EER 1.2% vs 1.8%, d' 4.54 vs
 # 4.45; 1.2% / 4.55 with template and weights fitted on the other half of the identities) and matches dlib's own
 # detector + predictor (1.4% / 4.50). Small set: 342 genuine pairs, one pair is 0.3%.
