@@ -65,6 +65,7 @@ class FacePipeline:
             max_side_small=s.detect_max_side_small,
             face_px=s.detect_face_px,
             min_face_size=s.min_face_size,
+            batch_pixels=s.detect_batch_pixels,
         )
         self.state = "created"  # created | loading | warming | ready | failed: <why>
         self._lock = threading.Lock()  # the sync path runs TF from the caller's thread, one image at a time

@@ -81,6 +81,8 @@ class EmbedderSettings(BaseSettings):
     max_batch: int = Field(default=32, ge=1, le=256)
     max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     detect_max_batch: int = Field(default=8, ge=1, le=64)
+    # Frames per MTCNN call are also capped by their total pixels (see FaceDetector.run).
+    detect_batch_pixels: int = Field(default=8 * 640 * 640, ge=1)
     detect_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
 
     # TensorFlow threading; 0 lets TF decide. Two cores: intra-op 2, inter-op 1.

@@ -190,3 +190,14 @@ def test_detector_scales_never_crash(pipeline: FacePipeline, size: tuple[int, in
     assert res.image.width == size[0]
     for f in res.faces:
         assert max(f.box.width, f.box.height) >= (min_face_size or pipeline.settings.min_face_size) - 1
+
+
+def test_batched_detection_equals_single(pipeline: FacePipeline, faces_dir: Path) -> None:
+    frames = [pipeline.decode((faces_dir / f"dev/George_W_Bush/{i}.jpg").read_bytes()).rgb for i in (1, 2, 3)]
+    together = pipeline.detector.detect_many(frames)
+    for frame, batched in zip(frames, together, strict=True):
+        alone = pipeline.detector.detect(frame)
+        assert len(alone) == len(batched) >= 1
+        for a, b in zip(alone, batched, strict=True):
+            assert np.abs(a.box - b.box).max() < 1.0 and np.abs(a.landmarks - b.landmarks).max() < 1.0
+            assert abs(a.score - b.score) < 1e-3
