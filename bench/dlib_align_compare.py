@@ -55,8 +55,8 @@ def chip_mapping(details: Any) -> np.ndarray:
         q = np.array([x, y]) - c
         return np.array([co * q[0] - s * q[1], s * q[0] + co * q[1]]) + c
 
-    src = np.float32([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())])
-    dst = np.float32([(0, 0), (details.cols - 1, 0), (details.cols - 1, details.rows - 1)])
+    src = np.array([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())], np.float32)
+    dst = np.array([(0, 0), (details.cols - 1, 0), (details.cols - 1, details.rows - 1)], np.float32)
     return cv2.getAffineTransform(src, dst).astype(np.float64)
 
 
@@ -268,9 +268,9 @@ def main() -> None:
         chips["C-cv2"].append(dlib_align.warp_chip(r["rgb"], r["m_C"]) if has_c else None)
     emb = {}
     for k, cs in chips.items():
-        idx = [i for i, c in enumerate(cs) if c is not None]
+        present = [(i, c) for i, c in enumerate(cs) if c is not None]
         e = np.full((len(rows), 128), np.nan, np.float32)
-        e[idx] = model.embed(np.stack([cs[i] for i in idx]))
+        e[[i for i, _ in present]] = model.embed(np.stack([c for _, c in present]))
         emb[k] = e
 
     labels = [r["label"] for r in rows]

@@ -47,7 +47,7 @@ def test_compact_integers_strings_floats() -> None:
     # float_details: mantissa 0xf59062, exponent -17 -> the red mean of the input layer
     assert _Reader(b"\x03\x62\x90\xf5\x81\x11").float_() == pytest.approx(122.782, abs=1e-4)
     # tensor version 2: dims then raw little-endian float32
-    t = _Reader(b"\x01\x02\x01\x02\x01\x01\x01\x01\x01\x01" + np.float32([1.5, -2.0]).tobytes()).tensor()
+    t = _Reader(b"\x01\x02\x01\x02\x01\x01\x01\x01\x01\x01" + np.array([1.5, -2.0], np.float32).tobytes()).tensor()
     assert t.shape == (2, 1, 1, 1) and t.ravel().tolist() == [1.5, -2.0]
     with pytest.raises(DlibFormatError):
         _Reader(b"\x01").int_()
@@ -207,7 +207,7 @@ def test_align_dlib_chip_geometry() -> None:
     # the same face shifted by (40, 25): the chip follows it
     shifted = np.zeros((400, 400, 3), np.uint8)
     shifted[25:325, 40:340] = img
-    chip = align_dlib_chip(shifted, t + np.float32([40, 25]))
+    chip = align_dlib_chip(shifted, t + np.array([40, 25], np.float32))
     assert chip.shape == (CHIP_SIZE, CHIP_SIZE, 3) and chip.dtype == np.uint8
     assert np.abs(chip.astype(int) - img[:CHIP_SIZE, :CHIP_SIZE]).max() <= 1
 

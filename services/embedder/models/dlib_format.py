@@ -155,7 +155,7 @@ def _read_details(r: _Reader) -> DlibLayer:
     version = r.str_()
     if version == "con_4":
         params = r.tensor()
-        attrs = {
+        attrs: dict[str, Any] = {
             "num_filters": r.int_(),
             "nr": r.int_(),
             "nc": r.int_(),
@@ -185,7 +185,7 @@ def _read_details(r: _Reader) -> DlibLayer:
     if version.startswith("relu_"):
         return DlibLayer("relu", version)
     if version in ("max_pool_2", "avg_pool_2"):
-        attrs = {
+        pool: dict[str, Any] = {
             "nr": r.int_(),
             "nc": r.int_(),
             "stride_y": r.int_(),
@@ -193,7 +193,7 @@ def _read_details(r: _Reader) -> DlibLayer:
             "padding_y": r.int_(),
             "padding_x": r.int_(),
         }
-        return DlibLayer(version[:-2], version, attrs)
+        return DlibLayer(version[:-2], version, pool)
     if version == "add_prev_":
         return DlibLayer("add_prev", version)
     if version == "fc_2":
@@ -203,7 +203,7 @@ def _read_details(r: _Reader) -> DlibLayer:
         wshape = r.alias_tensor()
         bshape = r.alias_tensor()
         bias_mode = r.int_()  # FC_HAS_BIAS = 0, FC_NO_BIAS = 1
-        attrs = {
+        fc: dict[str, Any] = {
             "num_outputs": num_outputs,
             "num_inputs": num_inputs,
             "bias_mode": bias_mode,
@@ -215,10 +215,10 @@ def _read_details(r: _Reader) -> DlibLayer:
         shapes = [wshape] if bias_mode == 1 else [wshape, bshape]
         parts = _split(params, *shapes)
         # weights: [num_inputs, num_outputs] (fc_ computes out = in @ weights)
-        out = {"weights": parts[0].reshape(num_inputs, num_outputs)}
+        out: dict[str, np.ndarray] = {"weights": parts[0].reshape(num_inputs, num_outputs)}
         if bias_mode != 1:
             out["biases"] = parts[1].reshape(-1)
-        return DlibLayer("fc", version, attrs, out)
+        return DlibLayer("fc", version, fc, out)
     raise DlibFormatError(f"unsupported layer version string {version!r} at byte {r.pos}")
 
 
