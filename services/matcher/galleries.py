@@ -206,11 +206,15 @@ async def search(
     """
     # One index scan yields at most ef_search rows, so in HNSW mode the candidate set is ef_search templates,
     # ordered exactly and grouped; k attendees need at least k * overfetch candidates.
-    ef = min(1000, max(ef_search or settings.hnsw_ef_search, k * settings.overfetch_per_attendee))
+    floor = k * settings.overfetch_per_attendee
+    ef = min(1000, max(ef_search or settings.hnsw_ef_search, floor))
+    ef_large = min(1000, max(ef_search or settings.hnsw_ef_search_large, floor))
     ctx = await store.search_context(
         session,
         event_id,
         ef_search=ef,
+        ef_search_large=ef_large,
+        large_templates=settings.hnsw_large_templates,
         force_hnsw=None if mode is None else mode == "hnsw",
         exact_max=settings.exact_max_templates,
     )
@@ -223,9 +227,11 @@ async def search(
     query = unit_vector(embedding, dim=ctx.dim)
     chosen: Mode = "hnsw" if ctx.hnsw else "exact"
     if ctx.hnsw:
-        neighbours = await store.nearest_templates(session, event_id, query=query, n=ef, k=k, hnsw=True, dim=ctx.dim)
+        neighbours = await store.nearest_templates(
+            session, event_id, query=query, n=ctx.ef_search, k=k, hnsw=True, dim=ctx.dim
+        )
         matches = best_per_attendee(neighbours, k)  # already one row per attendee; keeps the types uniform
-        candidates = ef
+        candidates = ctx.ef_search
     else:
         # Exact: fetch k * overfetch templates; if they hold fewer than k attendees (attendees with many
         # templates) and there are more rows, double and retry. Full recall by construction.

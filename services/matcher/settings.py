@@ -17,14 +17,18 @@ class MatcherSettings(BaseSettings):
     statement_timeout_ms: int = Field(default=10_000, ge=0, description="0 disables the server-side timeout")
 
     # HNSW parameters, chosen by bench/matcher.py on face-like data (identity centres + capture noise, 4
-    # templates each): m=16/ef_construction=64 gave recall@1 >= 0.995 at every size measured with
-    # ef_search >= 40 and 1.000 at 200, with recall@10 ~0.98 at 200 (0.99 needs ~400, at twice the latency).
+    # templates each): m=16/ef_construction=64 gave recall@1 >= 0.995 up to 100k 512-d with ef_search >= 40
+    # and 1.000 at 200 (recall@10 0.976 at 200, 0.991 at 400, at twice the latency); 1M needs 400 (below).
     # Raising ef_construction doubles a build that already takes ~2 min per 100k 512-d templates on 2 cores.
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     # Query-time candidate list; pgvector 0.6 returns at most ef_search rows per index scan, so this is
     # also the number of candidates that are ordered exactly and grouped per attendee.
     hnsw_ef_search: int = Field(default=200, ge=1, le=1000)
+    # Recall falls with gallery size at a fixed ef_search: at 1M 128-d templates ef_search 200 measured
+    # recall@1 0.955 and 400 measured 1.000, so galleries above `hnsw_large_templates` use the larger list.
+    hnsw_ef_search_large: int = Field(default=400, ge=1, le=1000)
+    hnsw_large_templates: int = Field(default=250_000, ge=0)
     # Galleries with at most this many templates are searched exactly (sequential scan, full recall): at 10k
     # 512-d templates exact search measured as fast as HNSW at ef_search 200 (p50 23.5 vs 22.0 ms, same run).
     exact_max_templates: int = Field(default=10_000, ge=0)

@@ -222,6 +222,7 @@ class SearchContext:
     dim: int
     templates: int
     hnsw: bool
+    ef_search: int
 
 
 async def _driver(session: AsyncSession) -> Any:
@@ -234,23 +235,42 @@ def _quoted_partition(event_id: uuid.UUID) -> str:
 
 
 async def search_context(
-    session: AsyncSession, event_id: uuid.UUID, *, ef_search: int, force_hnsw: bool | None, exact_max: int
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    ef_search: int,
+    ef_search_large: int,
+    large_templates: int,
+    force_hnsw: bool | None,
+    exact_max: int,
 ) -> SearchContext | None:
     """Read the gallery and set this transaction's search settings in one round trip.
 
     HNSW mode (more than `exact_max` templates, unless forced) sets enable_seqscan=off: once a gallery is in
     HNSW mode a sequential scan is never wanted, and pgvector's cost model can prefer one silently (#466,
     #556, #727). Exact mode leaves it on, so its query gets the sequential scan it is written for.
+    Galleries above `large_templates` get the larger candidate list `ef_search_large`.
     """
     cur = await (await _driver(session)).execute(
-        "SELECT model_id, dim, templates, hnsw, set_config('hnsw.ef_search', %(ef)s, true),"
+        "SELECT model_id, dim, templates, hnsw, ef, set_config('hnsw.ef_search', ef::text, true),"
         " set_config('enable_seqscan', CASE WHEN hnsw THEN 'off' ELSE 'on' END, true)"
-        " FROM (SELECT model_id, dim, templates, coalesce(%(force)s::boolean, templates > %(cut)s) AS hnsw"
+        " FROM (SELECT model_id, dim, templates,"
+        "       coalesce(%(force)s::boolean, templates > %(cut)s) AS hnsw,"
+        "       CASE WHEN templates > %(large)s THEN %(ef_large)s::int ELSE %(ef)s::int END AS ef"
         "       FROM matcher_galleries WHERE event_id = %(e)s) g",
-        {"ef": str(int(ef_search)), "force": force_hnsw, "cut": exact_max, "e": event_id},
+        {
+            "ef": int(ef_search),
+            "ef_large": int(ef_search_large),
+            "large": large_templates,
+            "force": force_hnsw,
+            "cut": exact_max,
+            "e": event_id,
+        },
     )
     row = await cur.fetchone()
-    return SearchContext(model_id=row[0], dim=row[1], templates=row[2], hnsw=row[3]) if row else None
+    if row is None:
+        return None
+    return SearchContext(model_id=row[0], dim=row[1], templates=row[2], hnsw=row[3], ef_search=row[4])
 
 
 def exact_search_sql(event_id: uuid.UUID) -> str:

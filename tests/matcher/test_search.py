@@ -121,7 +121,9 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
     event = loaded["event"]
     q = loaded["probes"][0]
     async with app.state.sessionmaker() as session:
-        ctx = await store.search_context(session, event, ef_search=200, force_hnsw=None, exact_max=0)
+        ctx = await store.search_context(
+            session, event, ef_search=200, ef_search_large=400, large_templates=10**6, force_hnsw=None, exact_max=0
+        )
         assert ctx is not None and ctx.hnsw
         sql = store.hnsw_search_sql(event, dim=DIM)
         plan = await store.explain(session, sql, {"q": q, "n": 200, "k": 10})
@@ -140,9 +142,20 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
         scans = [n for n in _plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
         assert [n["Node Type"] for n in scans] == ["Index Scan"]
 
+        # Galleries above the "large" size get the larger candidate list, in the same round trip.
+        await session.rollback()
+        ctx = await store.search_context(
+            session, event, ef_search=200, ef_search_large=400, large_templates=100, force_hnsw=None, exact_max=0
+        )
+        assert ctx is not None and ctx.ef_search == 400
+        assert (await session.execute(text("SHOW hnsw.ef_search"))).scalar() == "400"
+        assert (await session.execute(text("SHOW enable_seqscan"))).scalar() == "off"
+
         # The exact statement, with the settings exact mode gets, must not use it (its expression differs).
         await session.rollback()
-        ctx = await store.search_context(session, event, ef_search=200, force_hnsw=None, exact_max=10**6)
+        ctx = await store.search_context(
+            session, event, ef_search=200, ef_search_large=400, large_templates=10**6, force_hnsw=None, exact_max=10**6
+        )
         assert ctx is not None and not ctx.hnsw
         plan = await store.explain(session, store.exact_search_sql(event), {"q": q, "n": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
