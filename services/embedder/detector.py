@@ -66,7 +66,7 @@ class FaceDetector:
     def __init__(
         self,
         *,
-        max_side: int = 640,
+        max_side: int = 480,
         max_side_small: int = 1600,
         face_px: int = 40,
         min_face_size: int = 20,

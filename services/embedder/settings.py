@@ -70,7 +70,7 @@ class EmbedderSettings(BaseSettings):
 
     # Detection: MTCNN runs on a downscaled copy whose longest side is at most detect_max_side, and no larger
     # than needed for the smallest wanted face to appear detect_face_px tall to the detector.
-    detect_max_side: int = Field(default=640, ge=64, le=4096)
+    detect_max_side: int = Field(default=480, ge=64, le=4096)
     detect_face_px: int = Field(default=40, ge=20, le=200)
     # Faces asked for below the default min size widen the view up to this side (and upsample up to 2x).
     detect_max_side_small: int = Field(default=1600, ge=64, le=4096)

@@ -207,7 +207,7 @@ async def test_dev_photos_pass_enrol(embedder_http: httpx.AsyncClient, dev_image
     assert all(r.faces for r in results)  # a face in every dev photo
     failed = {f"{label}/{p.name}": r.reasons for (label, p), r in zip(dev_images, results, strict=True) if not r.passed}
     assert all(reasons for reasons in failed.values())
-    assert len(failed) <= 20, failed  # measured: 142 of 160 pass; the 18 are body shots, turned heads, pairs
+    assert len(failed) <= 20, failed  # measured: 133 of 150 pass; the 17 are body shots, turned heads, pairs
     lfw = [r for (label, _), r in zip(dev_images, results, strict=True) if r.image.width == 250 == r.image.height]
     assert sum(r.passed or QualityReason.FACE_TOO_SMALL not in r.reasons for r in lfw) == len(lfw)
 
