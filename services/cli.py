@@ -14,13 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start Postgres, Redis and the services on this machine")
-    run.add_argument(
-        "--data-dir", default="data", help="where the embedded Postgres and Redis keep their data"
-    )
+    run.add_argument("--data-dir", default="data", help="where the embedded Postgres and Redis keep their data")
 
     cal = sub.add_parser("calibrate", help="FMR/FNMR table and thresholds from a labelled folder of faces")
     cal.add_argument("--faces", required=True, help="folder of <identity>/*.jpg")
-    cal.add_argument("--model", default=None, help="model id (default: the embedder's configured model)")
+    cal.add_argument(
+        "--model", default=None, help="model id, or several comma-separated ids (default: the configured one)"
+    )
     cal.add_argument("--plot", default="calibration.png", help="where to write the ROC/DET plot (PNG)")
     cal.add_argument("--json", default=None, help="also write the results as JSON here")
 

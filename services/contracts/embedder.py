@@ -63,17 +63,13 @@ class Face(BaseModel):
 class ImageInfo(BaseModel):
     width: int
     height: int
-    orientation_applied: bool = Field(
-        description="true when an EXIF orientation was applied before detection"
-    )
+    orientation_applied: bool = Field(description="true when an EXIF orientation was applied before detection")
 
 
 class EmbedResponse(BaseModel):
     model: ModelDescriptor
     image: ImageInfo
     profile: QualityProfile
-    faces: list[Face] = Field(description="largest face first")
+    faces: list[Face] = Field(description="largest face (box area) first")
     passed: bool = Field(description="exactly one face and it passes the profile")
-    reasons: list[QualityReason] = Field(
-        description="why the image does not pass: image- and face-level codes"
-    )
+    reasons: list[QualityReason] = Field(description="why the image does not pass: image- and face-level codes")

@@ -42,7 +42,8 @@ class Calibration:
     eer_threshold: float
     operating_points: list[OperatingPoint]
     table: list[dict[str, float]] = field(default_factory=list)
-    embed_seconds: float = 0.0
+    photos_per_s: float = 0.0  # the whole pipeline (decode, detect, chip, embed), one photo at a time
+    faces_per_s: float = 0.0  # the embedding step alone, batches of 32 chips
 
 
 def load_labelled(folder: Path) -> list[tuple[str, Path]]:
@@ -113,11 +114,11 @@ def calibrate(model_id: str, embeddings: np.ndarray, labels: list[str], failed: 
         fmr, fnmr = fmr_fnmr(genuine, impostor, t)
         points.append(OperatingPoint(target, round(t, 4), fmr, fnmr, fpir_at(embeddings, labels, t)))
     table = []
-    for t in np.round(np.arange(0.20, 0.95, 0.05), 2):
+    # Twelve steps up to twice the EER threshold: models differ in scale (dlib's genuine pairs sit near 0.05,
+    # FaceNet's near 0.3), so a fixed grid would say nothing about one of them.
+    for t in np.round(np.linspace(0.0, 2.0 * eer_t, 13)[1:], 3):
         fmr, fnmr = fmr_fnmr(genuine, impostor, float(t))
-        table.append(
-            {"threshold": float(t), "fmr": fmr, "fnmr": fnmr, "fpir": fpir_at(embeddings, labels, float(t))}
-        )
+        table.append({"threshold": float(t), "fmr": fmr, "fnmr": fnmr, "fpir": fpir_at(embeddings, labels, float(t))})
     return Calibration(
         model_id=model_id,
         identities=len(set(labels)),
@@ -142,12 +143,10 @@ def format_report(cal: Calibration) -> str:
         "| --- | --- | --- | --- |",
     ]
     for row in cal.table:
-        lines.append(f"| {row['threshold']:.2f} | {row['fmr']:.4%} | {row['fnmr']:.2%} | {row['fpir']:.2%} |")
+        lines.append(f"| {row['threshold']:.3f} | {row['fmr']:.4%} | {row['fnmr']:.2%} | {row['fpir']:.2%} |")
     lines += ["", "| operating point | threshold | FMR | FNMR | FPIR |", "| --- | --- | --- | --- | --- |"]
     for p in cal.operating_points:
-        lines.append(
-            f"| FMR <= {p.fmr_target:g} | {p.threshold:.4f} | {p.fmr:.4%} | {p.fnmr:.2%} | {p.fpir:.2%} |"
-        )
+        lines.append(f"| FMR <= {p.fmr_target:g} | {p.threshold:.4f} | {p.fmr:.4%} | {p.fnmr:.2%} | {p.fpir:.2%} |")
     return "\n".join(lines)
 
 
@@ -197,27 +196,64 @@ def embed_folder(pipeline: object, items: list[tuple[str, Path]]) -> tuple[np.nd
     return np.stack(embs), labels, failed
 
 
+def embedding_faces_per_s(model: object, seconds: float = 3.0, batch: int = 32) -> float:
+    size = model.descriptor.input_size  # type: ignore[attr-defined]
+    chips = np.random.default_rng(0).integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
+    model.embed(chips)  # type: ignore[attr-defined]  # warm this batch shape
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.embed(chips)  # type: ignore[attr-defined]
+        reps += 1
+    return reps * batch / (time.perf_counter() - start)
+
+
+def format_comparison(cals: list[Calibration]) -> str:
+    def op(c: Calibration, target: float) -> OperatingPoint:
+        return next(p for p in c.operating_points if p.fmr_target == target)
+
+    lines = [
+        "| model | EER | TAR @ FMR 1e-3 (threshold) | TAR @ FMR 1e-4 (threshold) | FPIR @ 1e-4 threshold "
+        "| photos/s (pipeline) | faces/s (embedding, batch 32) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in cals:
+        p3, p4 = op(c, 1e-3), op(c, 1e-4)
+        lines.append(
+            f"| {c.model_id} | {c.eer:.2%} | {1 - p3.fnmr:.2%} ({p3.threshold:.4f}) | {1 - p4.fnmr:.2%} "
+            f"({p4.threshold:.4f}) | {p4.fpir:.2%} | {c.photos_per_s:.1f} | {c.faces_per_s:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def run_calibration(*, faces: str, model_id: str | None, plot: str, json_path: str | None) -> int:
+    """Calibrate one model, or several (comma-separated ids) side by side in one run."""
     from services.embedder.pipeline import FacePipeline
     from services.embedder.settings import EmbedderSettings
 
-    settings = EmbedderSettings() if model_id is None else EmbedderSettings(model_id=model_id)
-    pipeline = FacePipeline(settings)
-    pipeline.load()
     items = load_labelled(Path(faces))
     if not items:
         print(f"no images under {faces}/<identity>/")
         return 2
-    start = time.perf_counter()
-    embs, labels, failed = embed_folder(pipeline, items)
-    elapsed = time.perf_counter() - start
-    cal = calibrate(settings.model_id, embs, labels, failed)
-    cal.embed_seconds = round(elapsed, 2)
-    print(format_report(cal))
-    print(f"\nembedded {len(items)} photos in {elapsed:.1f} s")
-    genuine, impostor = pair_distances(embs, labels)
-    write_plot(genuine, impostor, cal, Path(plot))
-    print(f"plot: {plot}")
+    model_ids = [m.strip() for m in model_id.split(",")] if model_id else [EmbedderSettings().model_id]
+    cals = []
+    for mid in model_ids:
+        pipeline = FacePipeline(EmbedderSettings(model_id=mid))
+        pipeline.load()
+        start = time.perf_counter()
+        embs, labels, failed = embed_folder(pipeline, items)
+        elapsed = time.perf_counter() - start
+        cal = calibrate(mid, embs, labels, failed)
+        cal.photos_per_s = round(len(items) / elapsed, 2)
+        cal.faces_per_s = round(embedding_faces_per_s(pipeline.model), 1)
+        print(format_report(cal))
+        print(f"\nembedded {len(items)} photos in {elapsed:.1f} s\n")
+        path = Path(plot) if len(model_ids) == 1 else Path(plot).with_name(f"{Path(plot).stem}-{mid}.png")
+        genuine, impostor = pair_distances(embs, labels)
+        write_plot(genuine, impostor, cal, path)
+        print(f"plot: {path}\n")
+        cals.append(cal)
+    if len(cals) > 1:
+        print(format_comparison(cals))
     if json_path:
-        Path(json_path).write_text(json.dumps(asdict(cal), indent=2))
+        Path(json_path).write_text(json.dumps([asdict(c) for c in cals], indent=2))
     return 0

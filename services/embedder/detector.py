@@ -51,6 +51,12 @@ class Detection:
         """Longer side of the box: the face size that min_face_size and multiple_faces compare."""
         return float(max(self.box[2], self.box[3]))
 
+    @property
+    def area(self) -> float:
+        """Box area: what "largest face first" orders by. A face cut off at the frame's edge keeps its full
+        height but not its width, and must not outrank the person standing in front of the camera."""
+        return float(self.box[2] * self.box[3])
+
 
 @dataclass(frozen=True)
 class DetectJob:
@@ -176,5 +182,5 @@ class FaceDetector:
             )
             if det.size >= job.min_face_size:
                 out.append(det)
-        out.sort(key=lambda d: d.size, reverse=True)
+        out.sort(key=lambda d: d.area, reverse=True)
         return out

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.embedder.align import _warp, crop_transform, similarity_transform
 from services.embedder.detector import Detection
+from services.embedder.geometry import crop_transform, similarity_transform, warp_chip
 from services.embedder.pipeline import FacePipeline
 from services.embedder.settings import EmbedderSettings
 
@@ -80,7 +80,7 @@ def main() -> int:
     print("| mode | d' | EER | TAR@FMR=1e-2 | TAR@FMR=1e-3 | rank-1 | genuine mean | impostor mean |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, transform in modes.items():
-        chips = np.stack([_warp(rgb, transform(det), geo.size) for _, rgb, det in items])
+        chips = np.stack([warp_chip(rgb, transform(det), geo.size) for _, rgb, det in items])
         r = verification(pipe.model.embed(chips), labels)
         print(
             f"| {name} | {r['dprime']:.2f} | {r['eer']:.2%} | {r['tar_at_fmr_0.01']:.1%} | {r['tar_at_fmr_0.001']:.1%}"

@@ -27,7 +27,7 @@ from services.contracts.embedder import (
     QualityReason,
 )
 from services.embedder import metrics
-from services.embedder.align import extract_chips
+from services.embedder.align import AlignMode, extract_chips
 from services.embedder.batching import MicroBatcher
 from services.embedder.detector import Detection, DetectJob, FaceDetector
 from services.embedder.imaging import DecodedImage, decode_image
@@ -56,9 +56,10 @@ class FacePipeline:
         self.settings = settings or EmbedderSettings()
         s = self.settings
         self.model: FaceModel = create_model(s.model_id, device=s.device)
+        self.align: AlignMode = s.align or self.model.geometry.align
         # What clients see: the model's descriptor, with the chip mode this pipeline really uses.
         self.descriptor = self.model.descriptor.model_copy(
-            update={"preprocessing": self.model.preprocessing_for(s.align)}
+            update={"preprocessing": self.model.preprocessing_for(self.align)}
         )
         self.detector = FaceDetector(
             max_side=s.detect_max_side,
@@ -157,7 +158,7 @@ class FacePipeline:
         rules = self.rules(profile)
         limit = self.settings.max_faces if max_faces is None else max_faces
         faces = dets[: max(limit, 0)]
-        chips = extract_chips(image.rgb, faces, self.model.geometry, self.settings.align)
+        chips = extract_chips(image.rgb, faces, self.model.geometry, self.align)
         qualities = [assess_face(d, c, rules) for d, c in zip(faces, chips, strict=True)]
         reasons = image_reasons(dets, rules)
         if faces:

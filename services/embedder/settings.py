@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.contracts import images as limits
+from services.contracts.models import DEFAULT_MODEL_ID
 
 
 class QualityThresholds(BaseModel):
@@ -63,10 +64,11 @@ class EmbedderSettings(BaseSettings):
         extra="ignore",
     )
 
-    model_id: str = "facenet-casia-512"
-    # How a face becomes a chip: FaceNet's own box+margin crop (measured better on the dev set: EER 4.4% vs
-    # 6.7%, TAR@FMR=1e-3 73% vs 63%) or 5-point similarity alignment to the model's template.
-    align: Literal["landmarks", "crop"] = "crop"
+    model_id: str = DEFAULT_MODEL_ID  # dlib-resnet-128; see services/contracts/models.py
+    # How a face becomes a chip; unset = the model's own measured choice (ChipGeometry.align): FaceNet its
+    # box+margin crop (dev set: EER 4.4% vs 6.7%, TAR@FMR=1e-3 73% vs 63% for landmarks), dlib's ResNet the
+    # 5-point similarity alignment to its chip geometry, as it was trained.
+    align: Literal["landmarks", "crop"] | None = None
 
     # Detection: MTCNN runs on a downscaled copy whose longest side is at most detect_max_side, and no larger
     # than needed for the smallest wanted face to appear detect_face_px tall to the detector.

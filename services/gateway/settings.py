@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.contracts.models import DEFAULT_MODEL_ID
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEGATE_GATEWAY_", env_nested_delimiter="__", extra="ignore")
@@ -29,7 +31,7 @@ class GatewaySettings(BaseSettings):
     retry_after_s: int = 5  # Retry-After on 503 dependency_unavailable
 
     max_photos_per_request: int = 10
-    default_model_id: str = "facenet-casia-512"
+    default_model_id: str = DEFAULT_MODEL_ID  # the model new events are pinned to; must be the embedder's
     # Frames with several comparable faces (the embedder's gate profile decides what is comparable): "deny"
     # with `multiple_faces`, or "largest" to decide on the largest face.
     multiple_faces_policy: Literal["deny", "largest"] = "deny"

@@ -44,7 +44,8 @@ def make_stack(data_dir: Path) -> Stack:
     return Stack(
         data_dir=data_dir,
         ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
-        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": ADMIN},
+        # One gate key drives every frame here, far faster than a turnstile's 1 frame/s: lift its rate limit.
+        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": ADMIN, "FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND": "10000"},
         log_dir=data_dir / "logs",
     )
 

@@ -26,8 +26,8 @@ async def test_health_ready_model(embedder_http: httpx.AsyncClient) -> None:
     ready = await embedder_http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["models"] == "ready"
     model = (await embedder_http.get("/v1/model")).json()
-    assert model["id"] == "facenet-casia-512" and model["dim"] == 512 and model["input_size"] == 160
-    assert model["preprocessing"].startswith("MTCNN box")  # the chip mode really in use (align="crop")
+    assert model["id"] == "dlib-resnet-128" and model["dim"] == 128 and model["input_size"] == 150
+    assert model["preprocessing"].startswith("MTCNN landmarks")  # the chip mode really in use (landmarks)
 
 
 async def test_raw_body_and_multipart_agree(embedder_http: httpx.AsyncClient, faces_dir: Path) -> None:

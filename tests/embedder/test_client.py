@@ -10,7 +10,10 @@ from fastapi import FastAPI
 
 from services.common.errors import PayloadTooLarge, ServiceUnavailable, Unprocessable, UnsupportedMediaType
 from services.contracts.embedder import QualityProfile
+from services.contracts.models import DEFAULT_MODEL_ID, MODELS
 from services.embedder.client import EmbedderClient
+
+DEFAULT_MODEL = MODELS[DEFAULT_MODEL_ID]
 
 
 @pytest.fixture
@@ -21,9 +24,9 @@ async def client(embedder_app: FastAPI):  # type: ignore[no-untyped-def]
 
 async def test_embed_and_model(client: EmbedderClient, faces_dir: Path) -> None:
     res = await client.embed((faces_dir / "dev/Madonna/2.jpg").read_bytes(), "image/jpeg", QualityProfile.ENROL, 1)
-    assert res.model.id == "facenet-casia-512"
-    assert len(res.faces) == 1 and len(res.faces[0].embedding) == 512
-    assert (await client.model()).dim == 512
+    assert res.model.id == DEFAULT_MODEL.id
+    assert len(res.faces) == 1 and len(res.faces[0].embedding) == DEFAULT_MODEL.dim
+    assert (await client.model()).dim == DEFAULT_MODEL.dim
     assert await client.ready()
 
 

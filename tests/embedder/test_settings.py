@@ -15,7 +15,7 @@ def test_env_overrides_and_partial_nested_update(monkeypatch: pytest.MonkeyPatch
     s = EmbedderSettings()
     assert s.enrol.min_score == 0.97
     assert s.enrol.min_inter_eye_px == ENROL_DEFAULT.min_inter_eye_px  # the rest of the profile is kept
-    assert (s.max_batch, s.align, s.model_id) == (16, "landmarks", "facenet-casia-512")
+    assert (s.max_batch, s.align, s.model_id) == (16, "landmarks", "dlib-resnet-128")
 
 
 def test_unknown_model_id_is_a_clear_error() -> None:

@@ -22,7 +22,7 @@ PEOPLE = {
 STRANGERS = [("Madonna", 1), ("Mindy_Kaling", 1), ("Kit_Harington", 1), ("Alex_Lacamoire", 1), ("Elton_John", 1)]
 
 
-async def test_default_thresholds_end_to_end(new_tenant, faces: Faces, record_property) -> None:
+async def test_default_thresholds_end_to_end(new_tenant, faces: Faces, record_property, unthrottled: None) -> None:
     t = await new_tenant(name="accuracy", allow_reentry=True)
     ids = {}
     for person, (enrolled, _) in PEOPLE.items():

@@ -6,6 +6,7 @@ import uuid
 
 import httpx
 
+from services.contracts.models import DEFAULT_MODEL_ID
 from tests.gateway.conftest import ADMIN_TOKEN, Gateway, enrol
 
 
@@ -90,7 +91,7 @@ async def test_revoked_key_is_refused(new_tenant) -> None:
 
 async def test_event_defaults_and_overrides(new_tenant) -> None:
     t = await new_tenant()
-    assert t.event["model_id"] == "facenet-casia-512"
+    assert t.event["model_id"] == DEFAULT_MODEL_ID
     assert t.event["threshold_overridden"] is False
     r = await t.org.post(
         "/v1/events", json={"name": "strict", "mode": "verify", "verify_threshold": 0.3, "identify_margin": 0.05}
@@ -149,7 +150,7 @@ async def test_update_event_overrides_and_back_to_defaults(new_tenant) -> None:
     r = await t.org.patch(base, json={"verify_threshold": None, "name": None})
     assert r.json()["verify_threshold"] == default and r.json()["threshold_overridden"] is False
     assert r.json()["name"] == t.event["name"]
-    assert (await t.org.patch(base, json={"model_id": "other"})).json()["model_id"] == "facenet-casia-512"
+    assert (await t.org.patch(base, json={"model_id": "other"})).json()["model_id"] == DEFAULT_MODEL_ID
     assert (await t.gate.patch(base, json={"allow_reentry": False})).status_code == 403
     other = await new_tenant()
     assert (await other.org.patch(base, json={"allow_reentry": False})).status_code == 404

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.gateway.conftest import Faces, enrol, identify, verify
+from tests.gateway.conftest import PINNED_THRESHOLD, Faces, enrol, identify, verify
 
 
 async def test_concurrent_retries_with_one_key_enrol_once(new_tenant, faces: Faces) -> None:
@@ -23,7 +23,7 @@ async def test_concurrent_retries_with_one_key_enrol_once(new_tenant, faces: Fac
 
 
 async def test_two_gates_one_ticket_admit_once(new_tenant, faces: Faces) -> None:
-    t = await new_tenant(verify_threshold=0.33)
+    t = await new_tenant(verify_threshold=PINNED_THRESHOLD)
     r = await enrol(t.org, t.event_id, name="Colin", ticket="P-1", photos=[faces.photo("Colin_Powell", 1)])
     assert r.status_code == 201, r.text
     r = await t.org.post("/v1/keys", json={"name": "gate 2", "role": "gate", "event_id": t.event_id})
@@ -41,10 +41,10 @@ async def test_two_gates_one_ticket_admit_once(new_tenant, faces: Faces) -> None
 
 async def test_identify_margin_rule_answers_ambiguous(new_tenant, faces: Faces) -> None:
     # A margin larger than any possible gap: whoever is nearest, the second-nearest is "too close".
-    t = await new_tenant(identify_threshold=0.33, identify_margin=2.0)
+    t = await new_tenant(identify_threshold=PINNED_THRESHOLD, identify_margin=2.0)
     for person, n in (("Hugo_Chavez", 1), ("Ariel_Sharon", 1)):
         r = await enrol(t.org, t.event_id, name=person, ticket=person, photos=[faces.photo(person, n)])
         assert r.status_code == 201, r.text
     body = (await identify(t.gate, faces.photo("Hugo_Chavez", 6))).json()
     assert (body["decision"], body["reason"]) == ("unknown", "ambiguous"), body
-    assert body["attendee_id"] is None and body["distance"] <= 0.33
+    assert body["attendee_id"] is None and body["distance"] <= PINNED_THRESHOLD

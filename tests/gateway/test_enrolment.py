@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.gateway.conftest import Faces, Gateway, enrol, verify
+from tests.gateway.conftest import PINNED_THRESHOLD, Faces, Gateway, enrol, verify
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ async def test_idempotent_retry_returns_the_original(new_tenant, faces: Faces, m
 async def test_add_photos_revoke_and_erase_attendee(
     new_tenant, faces: Faces, matcher: httpx.AsyncClient, gateway: Gateway
 ) -> None:
-    t = await new_tenant(allow_reentry=True, verify_threshold=0.33)
+    t = await new_tenant(allow_reentry=True, verify_threshold=PINNED_THRESHOLD)
     r = await enrol(t.org, t.event_id, name="Hugo", ticket="E-1", photos=[faces.photo("Hugo_Chavez", 1)])
     assert r.status_code == 201, r.text
     aid = r.json()["attendee"]["id"]

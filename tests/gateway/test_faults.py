@@ -13,7 +13,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.db import sqlalchemy_url
-from tests.gateway.conftest import ADMIN_TOKEN, Faces, Gateway, enrol, identify, running_gateway, verify
+from tests.gateway.conftest import (
+    ADMIN_TOKEN,
+    PINNED_THRESHOLD,
+    Faces,
+    Gateway,
+    enrol,
+    identify,
+    running_gateway,
+    verify,
+)
 
 
 async def test_matcher_down_mid_enrolment_leaves_nothing(new_tenant, gateway: Gateway, faces: Faces) -> None:
@@ -137,7 +146,9 @@ async def test_redis_down_decisions_stay_correct(lonely_gateway, faces: Faces) -
     org_key = (await admin.post("/v1/keys", json={"name": "org", "role": "organiser"})).json()
     org = gw.client(org_key["token"])
     event = (
-        await org.post("/v1/events", json={"name": "no redis", "allow_reentry": True, "verify_threshold": 0.33})
+        await org.post(
+            "/v1/events", json={"name": "no redis", "allow_reentry": True, "verify_threshold": PINNED_THRESHOLD}
+        )
     ).json()
     gate = gw.client(
         (await org.post("/v1/keys", json={"name": "g", "role": "gate", "event_id": event["id"]})).json()["token"]

@@ -1,8 +1,8 @@
 """Model registry: model id -> how to build it. A new model is one module and one entry here.
 
 The descriptor (dim, input size, thresholds) lives in services.contracts.models; the entry adds the chip
-geometry/preprocessing and runtime (the FaceModel subclass). The planned dlib ResNet (128-d, 150x150 chips,
-its own landmark template) becomes a `DlibResNetModel(FaceModel)` with its own ChipGeometry.
+geometry/preprocessing and runtime (the FaceModel subclass): FaceNet (512-d, box+margin crops) and our
+TensorFlow port of dlib's ResNet (128-d, 150x150 chips aligned to its own landmark template).
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from collections.abc import Callable
 
 from services.contracts.models import ModelDescriptor
 from services.embedder.models.base import ChipGeometry, FaceModel
+from services.embedder.models.dlib_resnet import DlibResNetModel
 from services.embedder.models.facenet import FaceNetModel
 
 ModelFactory = Callable[..., FaceModel]
 
 REGISTRY: dict[str, type[FaceModel]] = {
     FaceNetModel.descriptor.id: FaceNetModel,
+    DlibResNetModel.descriptor.id: DlibResNetModel,
 }
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from services.contracts.models import ModelDescriptor
+
+AlignMode = Literal["landmarks", "crop"]
 
 
 @dataclass(frozen=True)
@@ -16,12 +19,15 @@ class ChipGeometry:
 
     `template` holds the five landmarks (left eye, right eye, nose, mouth left, mouth right; image left/right)
     in chip pixels for landmark alignment; `crop_margin` is the total margin, as a fraction of the detector
-    box, of the box-and-margin crop the model was trained on.
+    box, of the box-and-margin crop the model was trained on. `align` is the chip mode measured best for this
+    model (the setting `align` overrides it); `weights` weigh the five points in the similarity fit.
     """
 
     size: int
     template: np.ndarray  # [5, 2] float32, chip pixels
     crop_margin: float
+    align: AlignMode = "landmarks"
+    weights: np.ndarray | None = None  # [5], relative; None = equal
 
 
 class FaceModel(ABC):

@@ -17,8 +17,9 @@ See the bench script's output for the residuals and the verification accuracy.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from services.embedder.geometry import similarity_transform, warp_chip
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25  # dlib's get_face_chip padding the ResNet was trained with
@@ -43,53 +44,6 @@ DLIB_CHIP_TEMPLATE = np.array(
 # 4.45; 1.2% / 4.55 with template and weights fitted on the other half of the identities) and matches dlib's own
 # detector + predictor (1.4% / 4.50). Small set: 342 genuine pairs, one pair is 0.3%.
 DLIB_CHIP_WEIGHTS = np.array([0.655, 1.0, 0.137, 0.338, 0.379], dtype=np.float64)
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) src -> dst (Umeyama 1991); 2x3 matrix.
-
-    Optional per-point weights. Deterministic closed form rather than cv2.estimateAffinePartial2D, whose RANSAC
-    may drop one of 5 points.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    w = np.full(len(src), 1.0 / len(src)) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
-    mu_s, mu_d = w @ src, w @ dst
-    s, d = src - mu_s, dst - mu_d
-    cov = (d * w[:, None]).T @ s
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1.0
-    rot = u @ sign @ vt
-    var_s = float(w @ (s**2).sum(1))
-    scale = float(np.trace(np.diag(sig) @ sign) / var_s) if var_s > 0 else 1.0
-    t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]])
-
-
-def warp_chip(rgb: np.ndarray, m: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
-    """Resample the chip `m` (image -> chip, 2x3) describes; shrinks with INTER_AREA first when the face is large.
-
-    Bilinear sampling alone aliases when a big face is scaled well below 1 (dlib builds an image pyramid for
-    the same reason), so the image is first box-filtered down to about chip resolution.
-    """
-    m = np.asarray(m, np.float64)
-    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-    if scale < 0.9:
-        h, w = rgb.shape[:2]
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-        # cv2.resize maps pixel centres: x = (x_small + 0.5) * fx - 0.5; fold that into M
-        fx, fy = w / nw, h / nh
-        m = m.copy()
-        m[:, 2] += m[:, 0] * 0.5 * (fx - 1) + m[:, 1] * 0.5 * (fy - 1)
-        m[:, 0] *= fx
-        m[:, 1] *= fy
-        rgb = small
-    return cv2.warpAffine(
-        np.ascontiguousarray(rgb), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-    )
 
 
 def align_dlib_chip(rgb: np.ndarray, mtcnn_landmarks: np.ndarray) -> np.ndarray:

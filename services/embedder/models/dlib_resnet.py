@@ -37,7 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from services.contracts.models import DLIB_RESNET_128
+from services.embedder.models.base import ChipGeometry, FaceModel
+from services.embedder.models.dlib_align import CHIP_PADDING, DLIB_CHIP_TEMPLATE, DLIB_CHIP_WEIGHTS
 from services.embedder.models.dlib_format import DlibLayer, DlibNet, read_dlib_net
+from services.embedder.models.tf_runtime import pick_device
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150
@@ -261,3 +265,40 @@ class DlibResNet:
         """Like `embed_raw`, L2-normalised (unit vectors: cosine distance = 1 - dot)."""
         raw = self.embed_raw(chips)
         return (raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class DlibResNetModel(FaceModel):
+    """The port as one of the embedder's models: MTCNN landmarks -> dlib chip geometry -> 128-d unit vectors."""
+
+    descriptor = DLIB_RESNET_128
+    geometry = ChipGeometry(
+        size=CHIP_SIZE,
+        template=DLIB_CHIP_TEMPLATE,
+        crop_margin=CHIP_PADDING * 2,  # the crop mode's nearest equivalent of get_face_chip's padding
+        align="landmarks",
+        weights=DLIB_CHIP_WEIGHTS,
+    )
+
+    def __init__(self, *, device: str = "auto") -> None:
+        self._device_pref = device
+        self._net: DlibResNet | None = None
+
+    def load(self) -> None:
+        self._net = DlibResNet.from_package(device=pick_device(self._device_pref))
+
+    @property
+    def device(self) -> str:
+        return (self._net.device or "cpu") if self._net else "unloaded"
+
+    def preprocessing_for(self, align: str) -> str:
+        if align == "crop":
+            return "MTCNN box + 50% margin resized to 150x150 RGB (not the geometry it was trained on)"
+        return self.descriptor.preprocessing
+
+    def preprocess(self, chips: np.ndarray) -> np.ndarray:
+        return chips  # the network's input layer subtracts dlib's channel means and scales by 1/256 itself
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        if self._net is None:
+            raise RuntimeError("model not loaded")
+        return self._net.embed_raw(batch)

@@ -20,7 +20,7 @@ FACENET_TEMPLATE = np.array(
     [[51.2, 66.4], [108.8, 66.4], [80.0, 92.1], [53.8, 112.1], [106.2, 112.1]],
     dtype=np.float32,
 )
-FACENET_GEOMETRY = ChipGeometry(size=INPUT_SIZE, template=FACENET_TEMPLATE, crop_margin=0.25)
+FACENET_GEOMETRY = ChipGeometry(size=INPUT_SIZE, template=FACENET_TEMPLATE, crop_margin=0.25, align="crop")
 
 
 def graph_path() -> Path:
