@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from services.common.errors import BadRequest, Conflict, FacegateError, NotFound, ServiceUnavailable, Unprocessable
-from services.contracts.errors import ErrorResponse
+from services.common.http import ServiceClient
 from services.contracts.matcher import (
     AttendeeTemplates,
     Deleted,
@@ -33,10 +31,10 @@ from services.contracts.matcher import (
 
 T = TypeVar("T", bound=BaseModel)
 
-_ERRORS: dict[int, type[FacegateError]] = {404: NotFound, 409: Conflict, 422: Unprocessable}
 
+class MatcherClient(ServiceClient):
+    service = "matcher"
 
-class MatcherClient:
     def __init__(
         self,
         base_url: str = "http://matcher",
@@ -45,18 +43,7 @@ class MatcherClient:
         timeout: float = 5.0,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout, headers=headers)
-
-    async def __aenter__(self) -> MatcherClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+        super().__init__(base_url, transport=transport, timeout=timeout, headers=headers)
 
     async def _call(
         self,
@@ -71,30 +58,8 @@ class MatcherClient:
         content = body.model_dump_json().encode() if body is not None else None
         if content is not None:
             headers = {**(headers or {}), "content-type": "application/json"}
-        try:
-            resp = await self._http.request(method, path, content=content, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise ServiceUnavailable("matcher timed out", code="matcher_timeout") from exc
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(f"matcher unreachable: {type(exc).__name__}", code="matcher_unavailable") from exc
-        if resp.status_code >= 400:
-            raise self._error(resp)
-        try:
-            return model.model_validate_json(resp.content)
-        except ValidationError as exc:
-            raise ServiceUnavailable("matcher sent an unexpected response", code="matcher_bad_response") from exc
-
-    @staticmethod
-    def _error(resp: httpx.Response) -> FacegateError:
-        try:
-            env = ErrorResponse.model_validate_json(resp.content)
-            code, detail, errors = env.code, env.detail, env.errors
-        except ValidationError:
-            code, detail, errors = None, resp.text[:200] or resp.reason_phrase, None
-        if resp.status_code >= 500:
-            return ServiceUnavailable(f"matcher error {resp.status_code}: {detail}", code="matcher_unavailable")
-        cls = _ERRORS.get(resp.status_code, BadRequest)
-        return cls(detail, code=code, errors=errors)
+        resp = await self.request(method, path, content=content, headers=headers)
+        return self.parse(resp, model)
 
     # --- galleries ---
 
