@@ -3,7 +3,8 @@
 Not a test. For each gallery size and dimension it generates face-like embeddings (identity centres with an
 anisotropic spectrum plus per-capture noise, unit length, `--per-identity` templates each), loads them into
 a real gallery partition (COPY, then CREATE INDEX so the build is timed alone), and measures through the
-matcher's own search code (`services.matcher.galleries.search`: gallery lookup, SET LOCAL, query, grouping):
+matcher's own search code (`services.matcher.galleries.search` on the autocommit search engine: cached gallery
+lookup, session GUCs set only when they change, one statement, grouping):
 
 - index build time and size (HNSW on the partition, parallel build, maintenance_work_mem sized to the graph)
 - search p50/p99 latency and queries/s with 1 and 8 concurrent clients, per ef_search
@@ -11,6 +12,8 @@ matcher's own search code (`services.matcher.galleries.search`: gallery lookup, 
   t@1: whether the returned nearest template is the exact nearest template (the strict ANN measure)
 - baselines in the same run: the seeds' loop (dict name -> vector, np.linalg.norm per entry), NumPy brute
   force (one matrix-vector product), and pgvector exact mode (sequential scan)
+- with --legacy, also the previous service path (AsyncSession, BEGIN, gallery read + SET LOCAL, search,
+  rollback), as `legacy` rows, so the overhead removed is measured in the same run
 
     .venv/bin/python bench/matcher.py --sizes 10000,100000 --dims 512 --json bench/out/matcher.json
 
@@ -37,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker  # noqa: E402
 
 from services.matcher import galleries, store  # noqa: E402
 from services.matcher.app import build_engine  # noqa: E402
@@ -197,13 +200,53 @@ class SizeResult:
     load_after: float = 0.0
 
 
+async def legacy_search(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    model_id: str,
+    embedding: np.ndarray,
+    k: int,
+    settings: MatcherSettings,
+    mode: str,
+    ef_search: int | None,
+) -> galleries.SearchResult:
+    """The service path before the autocommit search engine (commit e90cb48): a transaction per search, the
+    gallery row read with SET LOCAL of the search settings, then the search statement."""
+    floor = k * settings.overfetch_per_attendee
+    ef = min(1000, max(ef_search or settings.hnsw_ef_search, floor))
+    ef_large = min(1000, max(ef_search or settings.hnsw_ef_search_large, floor))
+    ctx = await store.search_context(
+        session,
+        event_id,
+        ef_search=ef,
+        ef_search_large=ef_large,
+        large_templates=settings.hnsw_large_templates,
+        force_hnsw=mode == "hnsw",
+        exact_max=settings.exact_max_templates,
+    )
+    assert ctx is not None and ctx.model_id == model_id
+    query = galleries.unit_vector(embedding, dim=ctx.dim)
+    if ctx.hnsw:
+        nb = await store.nearest_templates(session, event_id, query=query, n=ctx.ef_search, k=k, hnsw=True, dim=ctx.dim)
+        return galleries.SearchResult(matches=galleries.best_per_attendee(nb, k), mode="hnsw")
+    n = k * settings.overfetch_per_attendee
+    while True:
+        nb = await store.nearest_templates(session, event_id, query=query, n=n, k=k, hnsw=False, dim=ctx.dim)
+        matches = galleries.best_per_attendee(nb, k)
+        if len(matches) == k or len(nb) < n:
+            return galleries.SearchResult(matches=matches, mode="exact")
+        n *= 2
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
 
 
 async def measure(
-    sm: async_sessionmaker[AsyncSession],
+    search_engine: AsyncEngine,
+    sm: async_sessionmaker[AsyncSession] | None,
     settings: MatcherSettings,
     event_id: uuid.UUID,
     model_id: str,
@@ -217,6 +260,34 @@ async def measure(
     tpl_of: dict[uuid.UUID, int] | None,
 ) -> Run:
     latencies: list[float] = [0.0] * len(queries)
+
+    async def one(q: np.ndarray) -> galleries.SearchResult:
+        if sm is not None:  # --legacy: the previous session path
+            async with sm() as session:
+                r = await legacy_search(
+                    session,
+                    event_id,
+                    model_id=model_id,
+                    embedding=q,
+                    k=10,
+                    settings=settings,
+                    mode=mode,
+                    ef_search=ef_search,
+                )
+                await session.rollback()
+                return r
+        async with search_engine.connect() as conn:
+            return await galleries.search(
+                conn,
+                event_id,
+                model_id=model_id,
+                embedding=q,
+                k=10,
+                settings=settings,
+                mode=mode,  # type: ignore[arg-type]
+                ef_search=ef_search,
+            )
+
     results: list[list[uuid.UUID]] = [[] for _ in queries]
     top_tpl: list[uuid.UUID | None] = [None] * len(queries)
     next_i = 0
@@ -227,40 +298,19 @@ async def measure(
             i = next_i
             next_i += 1
             t0 = time.perf_counter()
-            async with sm() as session:
-                r = await galleries.search(
-                    session,
-                    event_id,
-                    model_id=model_id,
-                    embedding=queries[i],
-                    k=10,
-                    settings=settings,
-                    mode=mode,  # type: ignore[arg-type]
-                    ef_search=ef_search,
-                )
-                await session.rollback()
+            r = await one(queries[i])
             latencies[i] = time.perf_counter() - t0
             results[i] = [m.attendee_id for m in r.matches]
             top_tpl[i] = r.matches[0].template_id if r.matches else None
 
     # warm-up: caches and pool connections, not counted
     for _ in range(min(3, len(queries))):
-        async with sm() as session:
-            await galleries.search(
-                session,
-                event_id,
-                model_id=model_id,
-                embedding=queries[0],
-                k=10,
-                settings=settings,
-                mode=mode,
-                ef_search=ef_search,  # type: ignore[arg-type]
-            )
+        await one(queries[0])
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     wall = time.perf_counter() - t0
     run = Run(
-        mode=mode,
+        mode=mode if sm is None else f"{mode}-legacy",
         ef_search=ef_search if mode == "hnsw" else None,
         clients=clients,
         queries=len(queries),
@@ -296,7 +346,9 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
     print(f"[{dim}d {size:,}] generated in {time.perf_counter() - t0:.1f}s", flush=True)
 
     engine = build_engine(settings)
+    search_engine = build_engine(settings, autocommit=True)
     sm = async_sessionmaker(engine, expire_on_commit=False)
+    paths = [None, sm] if args.legacy else [None]
     event_id = uuid.uuid4()
     async with sm() as session:
         await galleries.ensure_gallery(session, event_id, model_id=model_id, settings=settings)
@@ -365,9 +417,10 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             del db
 
         n_exact = args.queries if size <= 100_000 else min(args.queries, 30)
-        for clients in args.clients:
+        for clients, path in [(c, p) for c in args.clients for p in paths]:
             run = await measure(
-                sm,
+                search_engine,
+                path,
                 settings,
                 event_id,
                 model_id,
@@ -383,9 +436,10 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             print(f"[{dim}d {size:,}] {fmt_run(run)}", flush=True)
         if build_s is not None:
             for ef in args.ef_search:
-                for clients in args.clients:
+                for clients, path in [(c, p) for c in args.clients for p in paths]:
                     run = await measure(
-                        sm,
+                        search_engine,
+                        path,
                         settings,
                         event_id,
                         model_id,
@@ -406,6 +460,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             async with sm() as session:
                 await galleries.drop_gallery(session, event_id)
                 await session.commit()
+        await search_engine.dispose()
         await engine.dispose()
 
 
@@ -505,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared-buffers", default="4GB", help="for the bench's own pgserver")
     p.add_argument("--seeds-max", type=int, default=100_000, help="largest size to run the seeds' loop at")
     p.add_argument("--no-hnsw", action="store_true", help="exact mode only (no index build)")
+    p.add_argument("--legacy", action="store_true", help="also measure the previous session path (same run)")
     p.add_argument("--keep", action="store_true", help="keep the galleries afterwards")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--database-url", default=os.environ.get("FACEGATE_MATCHER_DATABASE_URL"))

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from services.common.errors import ERROR_RESPONSES
 from services.common.health import Health
@@ -55,8 +55,15 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
+async def _search_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """An autocommit connection of the search engine (see `store.search_on`): no transaction to commit."""
+    async with request.app.state.search_engine.connect() as conn:
+        yield conn
+
+
 SettingsDep = Annotated[MatcherSettings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+SearchConnDep = Annotated[AsyncConnection, Depends(_search_connection, scope="function")]
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=ERROR_RESPONSES)
 ops_router = APIRouter(tags=["ops"])
@@ -126,10 +133,10 @@ async def delete_attendee(event_id: uuid.UUID, attendee_id: uuid.UUID, session: 
 
 @router.post("/{event_id}/search", response_model=SearchResponse)
 async def search(
-    event_id: uuid.UUID, body: SearchRequest, session: SessionDep, settings: SettingsDep
+    event_id: uuid.UUID, body: SearchRequest, conn: SearchConnDep, settings: SettingsDep
 ) -> SearchResponse:
     result = await galleries.search(
-        session, event_id, model_id=body.model_id, embedding=body.embedding, k=body.k, settings=settings
+        conn, event_id, model_id=body.model_id, embedding=body.embedding, k=body.k, settings=settings
     )
     return SearchResponse(
         matches=[

@@ -24,7 +24,9 @@ from services.matcher.settings import MatcherSettings
 log = logging.getLogger("facegate.matcher")
 
 
-def build_engine(settings: MatcherSettings) -> AsyncEngine:
+def build_engine(settings: MatcherSettings, *, autocommit: bool = False) -> AsyncEngine:
+    """The write engine (one transaction per request), or with `autocommit` the search engine: reads that
+    need no BEGIN/COMMIT round trips, whose connections carry the search settings at session level."""
     options = "-c jit=off"  # JIT compilation costs more than it saves on millisecond queries
     if settings.statement_timeout_ms:
         options += f" -c statement_timeout={settings.statement_timeout_ms}"
@@ -40,6 +42,7 @@ def build_engine(settings: MatcherSettings) -> AsyncEngine:
         # real LIMIT and vector (a generic plan may not pick the HNSW index) and one transaction-pooling
         # proxy in front of Postgres cannot break us.
         connect_args={"options": options, "prepare_threshold": None},
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
 
 
@@ -49,8 +52,10 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = build_engine(settings)
+        search_engine = build_engine(settings, autocommit=True)
         app.state.settings = settings
         app.state.engine = engine
+        app.state.search_engine = search_engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         try:
             async with app.state.sessionmaker() as session:
@@ -62,6 +67,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await search_engine.dispose()
             await engine.dispose()
 
     app = FastAPI(title="facegate matcher", version="0.1.0", lifespan=lifespan)

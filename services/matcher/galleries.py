@@ -8,14 +8,16 @@ here, so a caller may send raw network outputs; every stored vector has norm 1 a
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import psycopg.errors
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.matcher import TemplateIn
@@ -53,6 +55,35 @@ class AttendeeDistance:
     template_id: uuid.UUID
     distance: float
     templates: int
+
+
+class GalleryCache:
+    """Per-process cache of what a search needs to know about a gallery (model, dim, template count).
+
+    Only ever trusted on the way to a successful answer: `search` re-reads the row before it returns a 404 or
+    a 422 it derived from a cached entry, or when the search statement fails on it (dropped partition, other
+    dimension). Writes in this process invalidate their event; other processes' writes show after the TTL.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[uuid.UUID, tuple[float, store.GalleryMeta]] = {}
+
+    def get(self, event_id: uuid.UUID, ttl_s: float) -> store.GalleryMeta | None:
+        hit = self._entries.get(event_id)
+        if hit is None or time.monotonic() - hit[0] > ttl_s:
+            return None
+        return hit[1]
+
+    def put(self, event_id: uuid.UUID, meta: store.GalleryMeta) -> None:
+        if len(self._entries) > 10_000:  # bound the memory of a long-lived process; expired entries go first
+            self._entries.clear()
+        self._entries[event_id] = (time.monotonic(), meta)
+
+    def invalidate(self, event_id: uuid.UUID) -> None:
+        self._entries.pop(event_id, None)
+
+
+CACHE = GalleryCache()
 
 
 def search_mode(templates: int, settings: MatcherSettings) -> Mode:
@@ -94,6 +125,7 @@ async def ensure_gallery(
     model = get_model(model_id)
     if model is None:
         raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
+    CACHE.invalidate(event_id)
     created = await store.insert_gallery(session, event_id, model_id=model.id, dim=model.dim)
     if created is not None:
         # An empty HNSW index costs nothing and takes inserts, so the gallery never needs a rebuild step.
@@ -115,6 +147,7 @@ async def gallery_stats(session: AsyncSession, event_id: uuid.UUID, *, settings:
 
 async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> int:
     row = await _require(session, event_id, for_update=True)
+    CACHE.invalidate(event_id)
     await store.drop_gallery(session, event_id)
     return row.templates
 
@@ -137,6 +170,7 @@ async def add_templates(
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
     # Last, so the gallery row's lock (which serialises concurrent writers' counters) is held briefly.
     await store.add_to_count(session, event_id, len(rows))
+    CACHE.invalidate(event_id)
     return [r[0] for r in rows]
 
 
@@ -154,6 +188,7 @@ async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_i
     await _require(session, event_id)
     deleted = await store.delete_attendee(session, event_id, attendee_id)
     await store.add_to_count(session, event_id, -deleted)
+    CACHE.invalidate(event_id)
     return deleted
 
 
@@ -190,7 +225,7 @@ def best_per_attendee(neighbours: Sequence[store.Neighbour], k: int) -> list[Mat
 
 
 async def search(
-    session: AsyncSession,
+    conn: AsyncConnection,
     event_id: uuid.UUID,
     *,
     model_id: str,
@@ -202,43 +237,60 @@ async def search(
 ) -> SearchResult:
     """Top-k attendees by their best template's cosine distance, nearest first.
 
+    `conn` is an autocommit connection of the search engine (`app.build_engine(..., autocommit=True)`).
     `mode`/`ef_search` override the gallery's size-based choice (benchmarks and tests use them).
     """
-    # One index scan yields at most ef_search rows, so in HNSW mode the candidate set is ef_search templates,
-    # ordered exactly and grouped; k attendees need at least k * overfetch candidates.
-    floor = k * settings.overfetch_per_attendee
-    ef = min(1000, max(ef_search or settings.hnsw_ef_search, floor))
-    ef_large = min(1000, max(ef_search or settings.hnsw_ef_search_large, floor))
-    ctx = await store.search_context(
-        session,
-        event_id,
-        ef_search=ef,
-        ef_search_large=ef_large,
-        large_templates=settings.hnsw_large_templates,
-        force_hnsw=None if mode is None else mode == "hnsw",
-        exact_max=settings.exact_max_templates,
-    )
-    if ctx is None:
+    meta = CACHE.get(event_id, settings.gallery_cache_ttl_s)
+    if meta is not None:
+        try:
+            return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
+        except (NotFound, Unprocessable, psycopg.errors.UndefinedTable, psycopg.errors.DataError):
+            CACHE.invalidate(event_id)  # the cached entry may be what is wrong: answer from a fresh read
+    meta = await store.read_gallery_meta(conn, event_id)
+    if meta is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-    if model_id != ctx.model_id:
+    CACHE.put(event_id, meta)
+    try:
+        return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
+    except psycopg.errors.UndefinedTable as exc:  # dropped between the read and the search
+        CACHE.invalidate(event_id)
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
+
+
+async def _search(
+    conn: AsyncConnection,
+    event_id: uuid.UUID,
+    meta: store.GalleryMeta,
+    model_id: str,
+    embedding: Sequence[float] | np.ndarray,
+    k: int,
+    settings: MatcherSettings,
+    mode: Mode | None,
+    ef_search: int | None,
+) -> SearchResult:
+    if model_id != meta.model_id:
         raise Unprocessable(
-            f"gallery {event_id} is pinned to model {ctx.model_id!r}, not {model_id!r}", code="model_mismatch"
+            f"gallery {event_id} is pinned to model {meta.model_id!r}, not {model_id!r}", code="model_mismatch"
         )
-    query = unit_vector(embedding, dim=ctx.dim)
-    chosen: Mode = "hnsw" if ctx.hnsw else "exact"
-    if ctx.hnsw:
-        neighbours = await store.nearest_templates(
-            session, event_id, query=query, n=ctx.ef_search, k=k, hnsw=True, dim=ctx.dim
-        )
+    query = unit_vector(embedding, dim=meta.dim)
+    chosen: Mode = mode or search_mode(meta.templates, settings)
+    if chosen == "hnsw":
+        # One index scan yields at most ef_search rows, so the candidate set is ef_search templates, ordered
+        # exactly and grouped; k attendees need at least k * overfetch candidates. Galleries above
+        # `hnsw_large_templates` get the larger list.
+        floor = k * settings.overfetch_per_attendee
+        large = meta.templates > settings.hnsw_large_templates
+        ef = min(1000, max(ef_search or (settings.hnsw_ef_search_large if large else settings.hnsw_ef_search), floor))
+        neighbours = await store.search_on(conn, event_id, query=query, n=ef, k=k, hnsw=True, dim=meta.dim, ef=ef)
         matches = best_per_attendee(neighbours, k)  # already one row per attendee; keeps the types uniform
-        candidates = ctx.ef_search
+        candidates = ef
     else:
         # Exact: fetch k * overfetch templates; if they hold fewer than k attendees (attendees with many
         # templates) and there are more rows, double and retry. Full recall by construction.
         n = k * settings.overfetch_per_attendee
         while True:
-            neighbours = await store.nearest_templates(
-                session, event_id, query=query, n=n, k=k, hnsw=False, dim=ctx.dim
+            neighbours = await store.search_on(
+                conn, event_id, query=query, n=n, k=k, hnsw=False, dim=meta.dim, ef=settings.hnsw_ef_search
             )
             matches = best_per_attendee(neighbours, k)
             if len(matches) == k or len(neighbours) < n:

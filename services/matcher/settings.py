@@ -32,5 +32,9 @@ class MatcherSettings(BaseSettings):
     # Galleries with at most this many templates are searched exactly (sequential scan, full recall): at 10k
     # 512-d templates exact search measured as fast as HNSW at ef_search 200 (p50 23.5 vs 22.0 ms, same run).
     exact_max_templates: int = Field(default=10_000, ge=0)
+    # Searches reuse a gallery's (model, dim, template count) for this long instead of reading it each time.
+    # Local writes invalidate it at once; a stale entry can only pick the other search mode near the cut-over
+    # (both are correct), and any miss on it (dropped partition, other model/dim) re-reads before answering.
+    gallery_cache_ttl_s: float = Field(default=2.0, ge=0)
     # Exact mode fetches k * this many templates before grouping per attendee (doubled until enough).
     overfetch_per_attendee: int = Field(default=8, ge=1)

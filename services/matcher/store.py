@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 PARENT = "face_templates"
 _PARTITION_RE = re.compile(r"^face_templates_e[0-9a-f]{32}$")
@@ -271,6 +271,58 @@ async def search_context(
     if row is None:
         return None
     return SearchContext(model_id=row[0], dim=row[1], templates=row[2], hnsw=row[3], ef_search=row[4])
+
+
+# --- read path ------------------------------------------------------------------------------------------
+# Searches run on a separate autocommit engine (`app.build_search_engine`): no BEGIN/COMMIT round trips, and
+# the search GUCs are set at session level, once per pooled connection and again only when they change, so
+# they never leak into the write engine's sessions. Usually a search is then one round trip.
+
+_GUCS = "facegate_matcher_gucs"  # key in the pooled connection's `info` (cleared if the connection is invalidated)
+
+
+@dataclass(frozen=True)
+class GalleryMeta:
+    model_id: str
+    dim: int
+    templates: int
+
+
+async def _raw(conn: AsyncConnection) -> tuple[Any, dict[Any, Any]]:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection, raw.info
+
+
+async def read_gallery_meta(conn: AsyncConnection, event_id: uuid.UUID) -> GalleryMeta | None:
+    drv, _ = await _raw(conn)
+    cur = await drv.execute("SELECT model_id, dim, templates FROM matcher_galleries WHERE event_id = %s", (event_id,))
+    row = await cur.fetchone()
+    return GalleryMeta(model_id=row[0], dim=row[1], templates=row[2]) if row else None
+
+
+async def search_on(
+    conn: AsyncConnection, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int, ef: int
+) -> list[Neighbour]:
+    """`nearest_templates` on an autocommit connection of the search engine.
+
+    HNSW mode needs hnsw.ef_search = ef and enable_seqscan = off (see `search_context`); exact mode needs
+    enable_seqscan = on. They are session settings of this pooled connection, sent only when they differ from
+    what it last had, so in steady state this is one round trip.
+    """
+    drv, info = await _raw(conn)
+    have: tuple[int, str] | None = info.get(_GUCS)
+    # Exact mode does not read ef_search: keep whatever the connection has rather than flip it back and forth.
+    want = (int(ef) if hnsw or have is None else have[0], "off" if hnsw else "on")
+    if have != want:
+        info.pop(_GUCS, None)  # unknown until the statement succeeds
+        await drv.execute(
+            "SELECT set_config('hnsw.ef_search', %s, false), set_config('enable_seqscan', %s, false)",
+            (str(want[0]), want[1]),
+        )
+        info[_GUCS] = want
+    sql = hnsw_search_sql(event_id, dim=dim) if hnsw else exact_search_sql(event_id)
+    cur = await drv.execute(sql, {"q": vector_literal(query), "n": n, "k": k})
+    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
 
 
 def exact_search_sql(event_id: uuid.UUID) -> str:
