@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from services.matcher import store
+from services.matcher import galleries, store
 from tests.matcher.conftest import DIM, MODEL, running_app, template
 
 N_PEOPLE, PER_PERSON = 600, 4  # 2,400 templates
@@ -161,3 +161,67 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
         plan = plan if isinstance(plan, list) else json.loads(plan)
         assert not any("Index" in n["Node Type"] for n in _plan_nodes(plan[0]["Plan"]))
         await session.rollback()
+
+
+async def test_cached_gallery_never_answers_for_a_changed_gallery(
+    app_client: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """The search path caches (model, dim, count) per gallery. Changes made behind this process's back (another
+    replica: raw SQL here, so no local invalidation) must still get the right answer, not the cached one."""
+    app, client = app_client
+    event = uuid.uuid4()
+    rng = np.random.default_rng(7)
+    vec = rng.standard_normal(DIM).astype(np.float32)
+    person = uuid.uuid4()
+    assert (await client.put(f"/v1/galleries/{event}", json={"model_id": MODEL})).status_code == 200
+    r = await client.post(f"/v1/galleries/{event}/templates", json={"templates": [template(person, vec)]})
+    assert r.status_code == 201
+    body = {"model_id": MODEL, "embedding": [float(x) for x in vec], "k": 1}
+    r = await client.post(f"/v1/galleries/{event}/search", json=body)
+    assert r.status_code == 200 and r.json()["matches"][0]["attendee_id"] == str(person)
+    assert galleries.CACHE.get(event, 60) is not None
+
+    async def behind_our_back(sql: str) -> None:
+        async with app.state.sessionmaker() as session:
+            await session.execute(text(sql))
+            await session.commit()
+
+    part = store.partition_name(event)
+    # Dropped elsewhere: 404, not a 500 from the missing partition.
+    await behind_our_back(f"DROP TABLE \"{part}\"; DELETE FROM matcher_galleries WHERE event_id = '{event}'")
+    r = await client.post(f"/v1/galleries/{event}/search", json=body)
+    assert r.status_code == 404 and r.json()["code"] == "gallery_not_found"
+
+    # Recreated elsewhere with another model (another dimension): the new model is served, the old one is 422.
+    async with app.state.sessionmaker() as session:
+        await galleries.ensure_gallery(session, event, model_id="dlib-resnet-128", settings=app.state.settings)
+        await session.commit()
+    r = await client.post(f"/v1/galleries/{event}/search", json=body)
+    assert r.status_code == 422 and r.json()["code"] == "model_mismatch"
+    galleries.CACHE.put(event, store.GalleryMeta(model_id=MODEL, dim=DIM, templates=1))  # stale, as a replica's
+    r = await client.post(
+        f"/v1/galleries/{event}/search", json={"model_id": "dlib-resnet-128", "embedding": [0.1] * 128, "k": 1}
+    )
+    assert r.status_code == 200 and r.json()["matches"] == []
+    await client.delete(f"/v1/galleries/{event}")
+
+
+async def test_search_connection_settings_and_plan(loaded: dict) -> None:
+    """The search engine's pooled connections carry the search GUCs at session level; with them, the statement
+    bound as the search binds it (binary vector parameter) still uses the partition's HNSW index."""
+    app: FastAPI = loaded["hnsw_app"]
+    event = loaded["event"]
+    q = loaded["probes"][0]
+    async with app.state.search_engine.connect() as conn:
+        result = await galleries.search(conn, event, model_id=MODEL, embedding=q, k=10, settings=app.state.settings)
+        assert result.mode == "hnsw" and len(result.matches) == 10
+        drv = (await conn.get_raw_connection()).driver_connection
+        cur = await drv.execute("SELECT current_setting('hnsw.ef_search'), current_setting('enable_seqscan')")
+        assert await cur.fetchone() == (str(app.state.settings.hnsw_ef_search), "off")
+        cur = await drv.execute(
+            "EXPLAIN (FORMAT JSON) " + store.hnsw_search_sql(event, dim=DIM), {"q": q, "n": 200, "k": 10}
+        )
+        plan = (await cur.fetchone())[0]
+        plan = plan if isinstance(plan, list) else json.loads(plan)
+        scans = [n for n in _plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
+        assert [n["Index Name"] for n in scans] == [f"{store.partition_name(event)}_hnsw"]
