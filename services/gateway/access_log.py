@@ -20,7 +20,7 @@ def _decode_cursor(cursor: str | None) -> int | None:
         value = int(cursor)
     except ValueError:
         raise BadRequest("invalid cursor") from None
-    if value <= 0:
+    if not 0 < value < 2**63:  # a log id is a Postgres bigint; larger would be a 500 there
         raise BadRequest("invalid cursor")
     return value
 
@@ -43,6 +43,8 @@ async def query_log(
     if decision is not None:
         stmt = stmt.where(AccessLog.decision == decision.value)
     if reason is not None:
+        if "\x00" in reason:  # Postgres cannot even compare a NUL-bearing string: no row has one
+            raise BadRequest("reason must not contain NUL")
         stmt = stmt.where(AccessLog.reason == reason)
     if since is not None:
         stmt = stmt.where(AccessLog.at >= since)

@@ -39,7 +39,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.errors import AttendeeNotFound, DependencyUnavailable, QualityRejected
-from services.gateway.schemas import AttendeeOut, Enrolled, PhotoReport
+from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
 
 log = logging.getLogger("facegate.gateway.attendees")
@@ -70,6 +70,16 @@ def check_image(photo: Photo, *, what: str = "photo") -> None:
         raise UnsupportedMediaType(
             f"{what} type {photo.content_type!r} is not one of {', '.join(ACCEPTED_CONTENT_TYPES)}"
         )
+
+
+def clean_text(value: str, field: str) -> str:
+    """Stripped and free of control characters (a NUL would be a 500 in Postgres), else 400 `invalid_text`."""
+    value = value.strip()
+    if not value:
+        raise BadRequest(f"{field} must not be empty", code="invalid_text")
+    if CONTROL_CHARS.search(value):
+        raise BadRequest(f"{field} must not contain control characters", code="invalid_text")
+    return value
 
 
 def _fingerprint(event_id: uuid.UUID, fields: list[str | None], photos: list[Photo]) -> str:
@@ -163,9 +173,8 @@ async def enrol(
     idempotency_ttl: timedelta = timedelta(days=7),
 ) -> tuple[int, dict[str, Any]]:
     """Returns (status, body). Commits itself: the order of commit and matcher call is the point."""
-    name, ticket_code = name.strip(), ticket_code.strip()
-    if not name or not ticket_code:
-        raise BadRequest("name and ticket_code must not be empty")
+    name, ticket_code = clean_text(name, "name"), clean_text(ticket_code, "ticket_code")
+    external_ref = clean_text(external_ref, "external_ref") if external_ref and external_ref.strip() else None
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise BadRequest("Idempotency-Key must be 1-200 characters")
     event_id = event.id

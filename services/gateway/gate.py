@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
 from services.contracts.matcher import SearchRequest
-from services.gateway.attendees import Photo, check_image
+from services.gateway.attendees import Photo, check_image, clean_text
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream, DownstreamNotFound
@@ -178,7 +178,7 @@ async def verify(
     started = time.perf_counter()
     model_of(event)
     threshold = verify_threshold(event)
-    ticket_code = ticket_code.strip()
+    ticket_code = clean_text(ticket_code, "ticket_code")  # a malformed ticket is a bad request, not a decision
     embedded = await _embed_frame(downstream, frame, max_faces=5)
     _check_model(embedded, event, downstream.retry_after_s)
     face, face_reason = pick_face(embedded, settings)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+# C0/C1 control characters (NUL, ESC, newline, ...): Postgres cannot store NUL at all (a 500), and the others
+# forge log lines, terminal output and CSV exports. No name or ticket code needs them.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def no_control_chars(value: str) -> str:
+    if CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(no_control_chars)]
 
 
 class Role(StrEnum):
@@ -45,7 +59,7 @@ class Reason(StrEnum):
 
 
 class KeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     role: Role
     event_id: uuid.UUID | None = Field(default=None, description="required for (and only for) gate keys")
     same_tenant_as: uuid.UUID | None = Field(
@@ -84,7 +98,7 @@ class KeyCreated(KeyOut):
 
 
 class EventCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     mode: EventMode = EventMode.BOTH
@@ -105,7 +119,7 @@ class EventUpdate(BaseModel):
     """Fields to change; absent fields stay. `null` for a threshold goes back to the model's default. The model
     is pinned for the event's life (its templates were made by it)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: PlainText | None = Field(default=None, min_length=1, max_length=200)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     mode: EventMode | None = None

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from services.common.errors import ERROR_RESPONSES
+from services.common.errors import ERROR_RESPONSES, BadRequest
 from services.contracts.images import ACCEPTED_CONTENT_TYPES, MAX_IMAGE_BYTES
 from services.gateway import attendees, events
 from services.gateway.attendees import Photo
@@ -34,12 +35,30 @@ def sniff_type(declared: str | None, data: bytes) -> str:
     return declared or "application/octet-stream"
 
 
+def single_valued(*fields: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency refusing a form that repeats one of `fields`: FastAPI would silently keep one of the values
+    (which ticket did the gate check?), so ambiguity is a 400 `duplicate_field`."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # parsed once already for the endpoint's fields; this is the cached copy
+        repeated = [f for f in fields if len(form.getlist(f)) > 1]
+        if repeated:
+            raise BadRequest(f"field(s) sent more than once: {', '.join(repeated)}", code="duplicate_field")
+
+    return check
+
+
 async def read_upload(upload: UploadFile) -> Photo:
     data = await upload.read(MAX_IMAGE_BYTES + 1)  # one byte over tells "too large" without reading it all
     return Photo(filename=upload.filename, content_type=sniff_type(upload.content_type, data), data=data)
 
 
-@router.post("", status_code=201, response_model=Enrolled)
+@router.post(
+    "",
+    status_code=201,
+    response_model=Enrolled,
+    dependencies=[Depends(single_valued("name", "ticket_code", "external_ref"))],
+)
 async def enrol(
     event_id: uuid.UUID,
     session: SessionDep,
@@ -78,7 +97,7 @@ async def list_attendees(
     session: SessionDep,
     principal: RequireOrganiser,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # unbounded, it overflowed Postgres's bigint (500)
 ) -> AttendeeList:
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
     rows = await attendees.list_attendees(session, event=event, limit=limit + 1, offset=offset)

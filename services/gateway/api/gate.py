@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import gate
-from services.gateway.api.attendees import read_upload
+from services.gateway.api.attendees import read_upload, single_valued
 from services.gateway.deps import CacheDep, DownstreamDep, RedisDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.ratelimit import check_rate_limit
 from services.gateway.schemas import GateResult
@@ -14,7 +14,7 @@ from services.gateway.schemas import GateResult
 router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES)
 
 
-@router.post("/verify", response_model=GateResult)
+@router.post("/verify", response_model=GateResult, dependencies=[Depends(single_valued("ticket_code", "frame"))])
 async def verify(
     request: Request,
     session: SessionDep,
@@ -44,7 +44,7 @@ async def verify(
     )
 
 
-@router.post("/identify", response_model=GateResult)
+@router.post("/identify", response_model=GateResult, dependencies=[Depends(single_valued("frame"))])
 async def identify(
     request: Request,
     session: SessionDep,
