@@ -389,6 +389,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     admin = "fg_bench-admin-" + uuid.uuid4().hex
     data_dir = Path(tempfile.mkdtemp(prefix="fg-gates-"))  # short: Postgres' unix socket path is length-limited
     log_dir = REPO / "bench" / "out" / "gates-logs"
+    shutil.rmtree(log_dir, ignore_errors=True)  # the services append: keep only this run's
     stack = Stack(
         data_dir=data_dir,
         ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
