@@ -213,7 +213,6 @@ class FacePipeline:
         min_face_size: int | None = None,
     ) -> EmbedResponse:
         self._require_ready()
-        stage = metrics.STAGE_SECONDS
         t0 = time.perf_counter()
         image = self.decode(data)
         t1 = time.perf_counter()
@@ -224,14 +223,7 @@ class FacePipeline:
             t3 = time.perf_counter()
             emb = self.model.embed(a.chips)
         t4 = time.perf_counter()
-        for name, dt in (
-            ("decode", t1 - t0),
-            ("detect", t2 - t1),
-            ("align", t3 - t2),
-            ("embed", t4 - t3),
-            ("total", t4 - t0),
-        ):
-            stage.labels(name).observe(dt)
+        _observe_stages(t0, t1, t2, t3, t4)
         return self.respond(a, emb, QualityProfile(profile))
 
     # -- async API (the service) -------------------------------------------------------------------------
@@ -247,7 +239,6 @@ class FacePipeline:
         if self._detect_batcher is None or self._embed_batcher is None:
             self.start_batchers()
         assert self._detect_batcher is not None and self._embed_batcher is not None
-        stage = metrics.STAGE_SECONDS
         profile = QualityProfile(profile)
         t0 = time.perf_counter()
         # Decoding and resizing release the GIL; keep them off the event loop too.
@@ -261,15 +252,15 @@ class FacePipeline:
         vectors = await self._embed_batcher.submit_many(list(a.chips))
         emb = np.stack(vectors) if vectors else np.zeros((0, self.model.descriptor.dim), np.float32)
         t4 = time.perf_counter()
-        for name, dt in (
-            ("decode", t1 - t0),
-            ("detect", t2 - t1),
-            ("align", t3 - t2),
-            ("embed", t4 - t3),
-            ("total", t4 - t0),
-        ):
-            stage.labels(name).observe(dt)
+        _observe_stages(t0, t1, t2, t3, t4)
         return self.respond(a, emb, profile)
+
+
+def _observe_stages(t0: float, t1: float, t2: float, t3: float, t4: float) -> None:
+    """Stage latencies of one image: decode, detect, align (chips + quality), embed, and the whole."""
+    spans = {"decode": t1 - t0, "detect": t2 - t1, "align": t3 - t2, "embed": t4 - t3, "total": t4 - t0}
+    for name, dt in spans.items():
+        metrics.STAGE_SECONDS.labels(name).observe(dt)
 
 
 _LM_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
