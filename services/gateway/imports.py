@@ -41,6 +41,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.errors import DependencyUnavailable
+from services.gateway.schemas import CONTROL_CHARS
 from services.gateway.tables import Event, ImportJob
 
 log = logging.getLogger("facegate.gateway.imports")
@@ -92,6 +93,16 @@ def parse_import(csv_bytes: bytes, zip_bytes: bytes, *, max_photos: int) -> tupl
         name, ticket = rec.get("name", ""), rec.get("ticket_code", "")
         if not name or not ticket:
             problems.append({"row": i, "problem": "name and ticket_code are required"})
+            continue
+        # The same rules as the enrolment form, up front: a NUL or a 201-char name would fail the job's row in
+        # Postgres instead (a DataError, not a clear per-row reason).
+        bad = [
+            field
+            for field in ("name", "ticket_code", "external_ref")
+            if len(rec.get(field, "")) > 200 or CONTROL_CHARS.search(rec.get(field, ""))
+        ]
+        if bad:
+            problems.append({"row": i, "problem": f"over 200 characters or control characters: {', '.join(bad)}"})
             continue
         if ticket in seen:
             problems.append({"row": i, "ticket_code": ticket, "problem": "duplicate ticket_code in the CSV"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import struct
 import uuid
+import zipfile
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -397,6 +398,39 @@ async def test_malformed_gate_form_is_refused_and_not_logged(
     before = await stored(victim, matcher)
     body, headers = multipart(parts)
     assert_refused(await victim.gate.post(f"/v1/gate/{route}", content=body, headers=headers))
+    assert await stored(victim, matcher) == before
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+async def test_hostile_import_rows_are_refused_up_front(
+    victim: Tenant, faces: Faces, matcher: httpx.AsyncClient
+) -> None:
+    """The bulk import must apply the enrolment form's text rules before a job starts."""
+    before = await stored(victim, matcher)
+    rows = [
+        ("Ok", "IM-1"),
+        ("Nul\x00Name", "IM-2"),
+        ("Esc", "IM-3\x1b[2J"),
+        ("x" * 201, "IM-4"),
+        ("Long ticket", "t" * 201),
+    ]
+    csv = "name,ticket_code,photos\n" + "".join(f'"{n}","{t}",a.jpg\n' for n, t in rows)
+    r = await victim.org.post(
+        f"/v1/events/{victim.event_id}/imports",
+        files={
+            "csv": ("a.csv", csv.encode(), "text/csv"),
+            "photos": ("p.zip", _zip({"a.jpg": _jpeg(faces)}), "application/zip"),
+        },
+    )
+    body = assert_refused(r, "invalid_import")
+    assert {e["row"] for e in body["errors"]} == {2, 3, 4, 5}
     assert await stored(victim, matcher) == before
 
 
