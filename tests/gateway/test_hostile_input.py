@@ -3,8 +3,8 @@
 Every bad input is generated here (PIL, byte surgery, raw multipart). Each must get a 4xx with the error envelope
 (`services/contracts/errors.py`) and leave nothing behind: no attendee row, no template in the matcher, no
 access-log row (a refused frame is not a decision, so it is not logged). Odd-but-valid images (CMYK, 16-bit,
-palette, RGBA, EXIF-rotated) must be handled, never a 5xx. Text that looks like SQL or JSON is data: it is stored
-and returned literally.
+palette, RGBA, EXIF-rotated, animated GIF, WebP) must enrol and decode to the same face. Text that looks like SQL or
+JSON is data: it is stored and returned literally.
 """
 
 from __future__ import annotations
