@@ -95,9 +95,13 @@ class ServiceClient:
                 f"{self.service} sent an unexpected response", code=f"{self.service}_bad_response"
             ) from exc
 
-    async def ready(self) -> bool:
+    async def readiness(self, timeout: float = 2.0) -> str:
+        """`ok`, or why not: for a caller's own /readyz. Short timeout: a readiness probe must not hang."""
         try:
-            resp = await self._http.get("/readyz")
-        except httpx.HTTPError:
-            return False
-        return resp.status_code == 200
+            resp = await self._http.get("/readyz", timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"error: {type(exc).__name__}"
+        return "ok" if resp.status_code == 200 else f"error: HTTP {resp.status_code}"
+
+    async def ready(self) -> bool:
+        return await self.readiness() == "ok"

@@ -96,10 +96,6 @@ def create_app(
         matcher = MatcherClient(
             base_url=settings.matcher_url, transport=matcher_transport, timeout=settings.matcher_timeout_s
         )
-        probes = {
-            "embedder": httpx.AsyncClient(base_url=settings.embedder_url, transport=embedder_transport, timeout=2.0),
-            "matcher": httpx.AsyncClient(base_url=settings.matcher_url, transport=matcher_transport, timeout=2.0),
-        }
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
@@ -108,7 +104,6 @@ def create_app(
             redis, ttl_s=settings.template_cache_ttl_s, breaker=RedisBreaker(settings.redis_cooldown_s)
         )
         app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
-        app.state.probes = probes
         app.state.jobs = set()
         app.state.bootstrapped = False
         await _bootstrap(app, settings)
@@ -127,8 +122,6 @@ def create_app(
                 await asyncio.gather(*app.state.jobs, return_exceptions=True)
             await embedder.aclose()
             await matcher.aclose()
-            for probe in probes.values():
-                await probe.aclose()
             await redis.aclose()
             await engine.dispose()
 
@@ -158,8 +151,8 @@ def _ops_router() -> APIRouter:
                 await asyncio.gather(
                     _check_db(state.engine),
                     _check_redis(state.redis),
-                    _check_http(state.probes["embedder"]),
-                    _check_http(state.probes["matcher"]),
+                    state.downstream.embedder.readiness(),
+                    state.downstream.matcher.readiness(),
                 ),
                 strict=True,
             )
@@ -189,11 +182,3 @@ async def _check_redis(redis: Any) -> str:
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}"
-
-
-async def _check_http(client: httpx.AsyncClient) -> str:
-    try:
-        resp = await client.get("/readyz")
-    except httpx.HTTPError as exc:
-        return f"error: {type(exc).__name__}"
-    return "ok" if resp.status_code == 200 else f"error: HTTP {resp.status_code}"
