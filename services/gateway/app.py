@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.common.db import sqlalchemy_url
+from services.common.db import install_database_error_handler, sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.observability import install_observability
@@ -128,6 +128,10 @@ def create_app(
     app = FastAPI(title="facegate gateway", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    # Postgres down is a dependency down like the others: 503 dependency_unavailable, never a 500.
+    install_database_error_handler(
+        app, retry_after_s=settings.retry_after_s, code="dependency_unavailable", errors=[{"dependency": "database"}]
+    )
     install_observability(app, service="gateway")
     for router in (keys.router, events.router, attendees.router, imports.router, gate.router):
         app.include_router(router)

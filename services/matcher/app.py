@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.common.db import sqlalchemy_url
+from services.common.db import install_database_error_handler, sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.observability import install_observability
 from services.matcher import store
@@ -73,6 +73,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
     app = FastAPI(title="facegate matcher", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    install_database_error_handler(app, retry_after_s=2)  # the database down: 503, which callers retry
     install_observability(app, service="matcher")
     app.include_router(router)
     app.include_router(ops_router)
