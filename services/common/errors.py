@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.contracts.errors import ErrorResponse
 
@@ -102,6 +103,17 @@ def error_response(request: Request, status: int, body: ErrorResponse, headers: 
     return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True), headers=headers)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the first route that matched the
+    path, but FastAPI registers one route per method, so `Allow` must be the union (RFC 9110)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FacegateError)
     async def _facegate(request: Request, exc: FacegateError) -> JSONResponse:
@@ -121,7 +133,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         body = ErrorResponse(code=code, detail=str(exc.detail))
-        return error_response(request, exc.status_code, body, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return error_response(request, exc.status_code, body, headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

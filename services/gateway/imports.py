@@ -75,7 +75,14 @@ def parse_import(csv_bytes: bytes, zip_bytes: bytes, *, max_photos: int) -> tupl
     except UnicodeDecodeError:
         raise Unprocessable("the CSV must be UTF-8", code="invalid_import") from None
     reader = csv.DictReader(io.StringIO(text))
-    columns = {c.strip() for c in reader.fieldnames or []}
+    try:
+        # read it all here: csv raises on a stray quote or newline mid-field, which is the client's error (the
+        # fuzzer's CSV made this a 500)
+        records = list(reader)
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        raise Unprocessable(f"the CSV is malformed: {exc}", code="invalid_import") from None
+    columns = {c.strip() for c in header}
     if not {"name", "ticket_code"} <= columns:
         raise Unprocessable("the CSV needs the columns name and ticket_code", code="invalid_import")
     try:
@@ -86,7 +93,7 @@ def parse_import(csv_bytes: bytes, zip_bytes: bytes, *, max_photos: int) -> tupl
     problems: list[dict[str, Any]] = []
     rows: list[ImportRow] = []
     seen: set[str] = set()
-    for i, raw in enumerate(reader, start=1):
+    for i, raw in enumerate(records, start=1):
         if i > MAX_ROWS:
             raise Unprocessable(f"at most {MAX_ROWS} rows per import", code="invalid_import")
         rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}

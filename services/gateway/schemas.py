@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from services.contracts.embedder import Box, Landmarks
+
 # C0/C1 control characters (NUL, ESC, newline, ...): Postgres cannot store NUL at all (a 500), and the others
 # forge log lines, terminal output and CSV exports. No name or ticket code needs them.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -181,12 +183,24 @@ class AttendeeList(BaseModel):
     next_offset: int | None
 
 
+class FaceFound(BaseModel):
+    """Where the embedder found a face on a photo, so a client can draw it over the photo it sent."""
+
+    box: Box
+    landmarks: Landmarks
+    score: float
+    reasons: list[str] = Field(description="this face's quality reasons under the enrol profile")
+
+
 class PhotoReport(BaseModel):
     index: int
     filename: str | None
     passed: bool
     reasons: list[str]
     faces: int
+    image_width: int | None = Field(default=None, description="pixel size the boxes refer to (EXIF upright)")
+    image_height: int | None = None
+    detections: list[FaceFound] = Field(default=[], description="faces found, largest first")
 
 
 class Enrolled(BaseModel):

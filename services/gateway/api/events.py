@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -16,6 +15,7 @@ from services.gateway.schemas import (
     EventList,
     EventOut,
     EventUpdate,
+    IsoDateTime,
     LiveCounts,
     LogPage,
 )
@@ -75,8 +75,8 @@ async def read_log(
     gate: Annotated[uuid.UUID | None, Query(description="gate key id")] = None,
     decision: Decision | None = None,
     reason: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> LogPage:
@@ -96,7 +96,7 @@ async def read_log(
 
 @router.get("/{event_id}/counts", response_model=LiveCounts)
 async def live_counts(
-    event_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser, since: datetime | None = None
+    event_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser, since: IsoDateTime | None = None
 ) -> LiveCounts:
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
     return await access_log.live_counts(session, event=event, since=since)
