@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from services.contracts.embedder import Box, Landmarks
 
@@ -24,6 +24,19 @@ def no_control_chars(value: str) -> str:
 
 
 PlainText = Annotated[str, AfterValidator(no_control_chars)]
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def iso_only(value: Any) -> Any:
+    """Refuse numbers where the schema says an ISO 8601 date-time: pydantic would read 0 or "0.5" as seconds since
+    1970, which no client means (schemathesis found `starts_at: 0` and `?since=0.5` accepted)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("expected an ISO 8601 date-time, not a number")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(iso_only)]
 
 
 class Role(StrEnum):
@@ -101,8 +114,8 @@ class KeyCreated(KeyOut):
 
 class EventCreate(BaseModel):
     name: PlainText = Field(min_length=1, max_length=200)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: IsoDateTime | None = None
+    ends_at: IsoDateTime | None = None
     mode: EventMode = EventMode.BOTH
     allow_reentry: bool = False
     model_id: str | None = Field(default=None, description="default: the gateway's default model")
@@ -122,8 +135,8 @@ class EventUpdate(BaseModel):
     is pinned for the event's life (its templates were made by it)."""
 
     name: PlainText | None = Field(default=None, min_length=1, max_length=200)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: IsoDateTime | None = None
+    ends_at: IsoDateTime | None = None
     mode: EventMode | None = None
     allow_reentry: bool | None = None
     verify_threshold: float | None = Field(default=None, gt=0, le=2)
