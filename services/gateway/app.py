@@ -26,7 +26,7 @@ from services.common.db import install_database_error_handler, sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.observability import install_observability
-from services.gateway.api import attendees, events, gate, imports, keys
+from services.gateway.api import attendees, events, gate, imports, keys, web
 from services.gateway.attendees import purge_idempotency_keys
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.cache import RedisBreaker, TemplateCache
@@ -133,7 +133,7 @@ def create_app(
         app, retry_after_s=settings.retry_after_s, code="dependency_unavailable", errors=[{"dependency": "database"}]
     )
     install_observability(app, service="gateway")
-    for router in (keys.router, events.router, attendees.router, imports.router, gate.router):
+    for router in (keys.router, events.router, attendees.router, imports.router, gate.router, web.router):
         app.include_router(router)
     app.include_router(_ops_router())
     return app

@@ -39,7 +39,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.errors import AttendeeNotFound, DependencyUnavailable, QualityRejected
-from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, PhotoReport
+from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, FaceFound, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
 
 log = logging.getLogger("facegate.gateway.attendees")
@@ -111,6 +111,12 @@ def _reports(photos: list[Photo], embedded: list[EmbedResponse]) -> list[PhotoRe
             passed=e.passed,
             reasons=[r.value for r in e.reasons],
             faces=len(e.faces),
+            image_width=e.image.width,
+            image_height=e.image.height,
+            detections=[
+                FaceFound(box=f.box, landmarks=f.landmarks, score=f.score, reasons=[r.value for r in f.quality.reasons])
+                for f in e.faces
+            ],
         )
         for i, (p, e) in enumerate(zip(photos, embedded, strict=True))
     ]
@@ -280,14 +286,15 @@ async def get_attendee(session: AsyncSession, *, event: Event, attendee_id: uuid
     return attendee
 
 
-async def list_attendees(session: AsyncSession, *, event: Event, limit: int, offset: int) -> list[Attendee]:
-    stmt = (
-        select(Attendee)
-        .where(Attendee.event_id == event.id)
-        .order_by(Attendee.created_at, Attendee.id)
-        .limit(limit)
-        .offset(offset)
-    )
+async def list_attendees(
+    session: AsyncSession, *, event: Event, limit: int, offset: int, q: str | None = None
+) -> list[Attendee]:
+    stmt = select(Attendee).where(Attendee.event_id == event.id)
+    if q:
+        # a substring of the name or ticket code, case-insensitive; LIKE wildcards in q are taken literally
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(Attendee.name.ilike(pattern, escape="\\") | Attendee.ticket_code.ilike(pattern, escape="\\"))
+    stmt = stmt.order_by(Attendee.created_at, Attendee.id).limit(limit).offset(offset)
     return list((await session.execute(stmt)).scalars())
 
 

@@ -98,9 +98,12 @@ async def list_attendees(
     principal: RequireOrganiser,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # unbounded, it overflowed Postgres's bigint (500)
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", description="name or ticket code contains")
+    ] = None,
 ) -> AttendeeList:
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    rows = await attendees.list_attendees(session, event=event, limit=limit + 1, offset=offset)
+    rows = await attendees.list_attendees(session, event=event, limit=limit + 1, offset=offset, q=(q or "").strip())
     return AttendeeList(
         items=[AttendeeOut.model_validate(a) for a in rows[:limit]],
         next_offset=offset + limit if len(rows) > limit else None,

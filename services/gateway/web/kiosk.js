@@ -1,0 +1,371 @@
+// Gate kiosk: live preview, hands-free capture of a steady scene, big admit / deny / unknown for a few seconds.
+//
+// No face model runs in the browser: the page waits until the picture has been steady for a moment and differs
+// from the last scene it already sent, then sends one frame; the gateway's answer (no face, several faces, too
+// small or unclear) drives the guidance. A scene is sent once: a person standing still after their decision is
+// not decided again (nor logged again) until the picture changes. Every request is numbered and answers to an
+// older one are dropped; a decision clears itself after SHOW_MS.
+import { ApiError, NetworkError, call, reasonText, storeKey, storedKey } from "/web/api.js";
+
+const KEY = "facegate.kiosk.key";
+const SAMPLE_MS = 150;          // how often the preview is sampled for steadiness
+const SAMPLE_W = 64, SAMPLE_H = 48;
+const STEADY_DIFF = 6;          // mean absolute grey-level change between samples under which a frame is steady
+const STEADY_SAMPLES = 4;       // that many steady samples in a row (~0.6 s) before a capture
+const CHANGE_DIFF = 12;         // a scene must differ this much from the last one sent to be sent again
+const SHOW_MS = 4000;           // how long a decision stays on screen
+const GUIDE_RETRY_MS = 3000;    // after "come closer" and the like, try the same scene again after this long
+const REQUEST_TIMEOUT_MS = 8000;
+const TICKET_TTL_MS = 30000;    // a typed or scanned ticket not used by then is dropped (the next person's)
+const FRAME_MAX_SIDE = 960;
+const GUIDANCE = new Set(["no_face", "multiple_faces", "low_quality"]);
+
+const $ = (id) => document.getElementById(id);
+const video = $("preview");
+const sampler = document.createElement("canvas");
+sampler.width = SAMPLE_W;
+sampler.height = SAMPLE_H;
+const sctx = sampler.getContext("2d", { willReadFrequently: true });
+
+const state = {
+  key: storedKey(KEY), me: null, stream: null, timer: null, phase: "off", seq: 0, prev: null, steady: 0,
+  sent: null, retryAt: 0, ticket: "", ticketTimer: null, clearTimer: null, requireTicket: false,
+};
+
+function setState(name) {
+  document.body.dataset.state = name;
+}
+
+function status(text, kind = "") {
+  const s = $("status");
+  s.textContent = text;
+  s.className = `status ${kind}`;
+}
+
+function idleText() {
+  if (state.ticket) return `Ticket ${state.ticket}: look at the camera`;
+  return state.requireTicket ? "Scan or type your ticket" : "Look at the camera";
+}
+
+// --- sign in --------------------------------------------------------------------------------------------------
+
+async function signIn(key) {
+  state.key = key;
+  const me = await call(key, "GET", "/v1/keys/me");
+  if (me.role !== "gate") throw new Error("This is not a gate key: the kiosk needs a key made for one event's gate.");
+  storeKey(KEY, key);
+  state.me = me;
+  $("signin-view").hidden = true;
+  $("gate-view").hidden = false;
+  $("gate-name").textContent = me.name;
+  await startCamera();
+}
+
+function signOut(message) {
+  stopLoop();
+  if (state.stream) for (const t of state.stream.getTracks()) t.stop();
+  state.stream = null;
+  storeKey(KEY, "");
+  state.key = "";
+  $("gate-view").hidden = true;
+  $("signin-view").hidden = false;
+  $("signin-error").textContent = message || "";
+  setState("signin");
+}
+
+$("signin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("signin-error").textContent = "";
+  try {
+    await signIn($("signin-key").value.trim());
+    $("signin-key").value = "";
+    document.documentElement.requestFullscreen?.().catch(() => {});
+  } catch (err) {
+    $("signin-error").textContent = err instanceof ApiError && err.status === 401
+      ? "This key is not valid (revoked or mistyped)."
+      : err instanceof NetworkError ? "The gateway cannot be reached." : err.message;
+  }
+});
+
+// --- camera ---------------------------------------------------------------------------------------------------
+
+function problem(stateName, title, detail, { retry = null } = {}) {
+  state.phase = "problem";
+  setState(stateName);
+  $("result").hidden = true;
+  $("problem-title").textContent = title;
+  $("problem-detail").textContent = detail;
+  $("problem").hidden = false;
+  const button = $("problem-retry");
+  button.hidden = !retry;
+  button.onclick = retry;
+}
+
+function clearProblem() {
+  $("problem").hidden = true;
+}
+
+async function startCamera() {
+  setState("starting");
+  status("Starting the camera…");
+  clearProblem();
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({
+      video: { facingMode: "user", width: { ideal: 640 }, height: { ideal: 480 } }, audio: false,
+    });
+  } catch (err) {
+    const name = err && err.name;
+    if (name === "NotAllowedError" || name === "SecurityError") {
+      problem("camera-refused", "Camera access was refused",
+        "Allow the camera for this page in the browser's site settings, then press Try again.", { retry: startCamera });
+    } else if (name === "NotFoundError" || name === "OverconstrainedError") {
+      problem("camera-missing", "No camera found", "Connect a camera, then press Try again.", { retry: startCamera });
+    } else {
+      problem("camera-error", "The camera could not be started", String((err && err.message) || err),
+        { retry: startCamera });
+    }
+    status("");
+    return;
+  }
+  for (const track of state.stream.getVideoTracks()) {
+    track.addEventListener("ended", () => {
+      stopLoop();
+      problem("camera-error", "The camera stopped", "Check the camera's cable, then press Try again.",
+        { retry: startCamera });
+    });
+  }
+  video.srcObject = state.stream;
+  await video.play().catch(() => {});
+  toIdle();
+  startLoop();
+}
+
+// --- capture loop ---------------------------------------------------------------------------------------------
+
+function sample() {
+  sctx.drawImage(video, 0, 0, SAMPLE_W, SAMPLE_H);
+  const rgba = sctx.getImageData(0, 0, SAMPLE_W, SAMPLE_H).data;
+  const grey = new Uint8Array(SAMPLE_W * SAMPLE_H);
+  for (let i = 0, j = 0; i < grey.length; i++, j += 4) {
+    grey[i] = (rgba[j] * 77 + rgba[j + 1] * 150 + rgba[j + 2] * 29) >> 8;
+  }
+  return grey;
+}
+
+function difference(a, b) {
+  if (!a || !b) return 255;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) sum += Math.abs(a[i] - b[i]);
+  return sum / a.length;
+}
+
+function startLoop() {
+  stopLoop();
+  state.timer = setInterval(tick, SAMPLE_MS);
+}
+
+function stopLoop() {
+  if (state.timer) clearInterval(state.timer);
+  state.timer = null;
+}
+
+function tick() {
+  if (!video.videoWidth || state.phase === "problem-wait") return;
+  const current = sample();
+  const moving = difference(current, state.prev) > STEADY_DIFF;
+  state.prev = current;
+  state.steady = moving ? 0 : state.steady + 1;
+  if (state.phase !== "idle" && state.phase !== "problem") return;
+  if (state.requireTicket && !state.ticket) return;
+  const fresh = difference(current, state.sent) > CHANGE_DIFF;
+  const retry = state.retryAt && Date.now() >= state.retryAt;
+  if (!fresh && !retry) return;
+  if (state.phase === "idle") {
+    if (moving || state.steady < STEADY_SAMPLES) {
+      setState("steadying");
+      status("Hold still…");
+      return;
+    }
+  } else if (!retry) {
+    return; // a problem waits for its retry time
+  }
+  send(current);
+}
+
+function toIdle() {
+  state.phase = "idle";
+  setState("ready");
+  status(idleText());
+}
+
+async function frameBlob() {
+  const scale = Math.min(1, FRAME_MAX_SIDE / Math.max(video.videoWidth, video.videoHeight));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(video.videoWidth * scale);
+  canvas.height = Math.round(video.videoHeight * scale);
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+}
+
+async function send(scene) {
+  const seq = ++state.seq;
+  const ticket = state.ticket;
+  state.phase = "sending";
+  state.retryAt = 0;
+  setState("checking");
+  status("Checking…");
+  const form = new FormData();
+  form.append("frame", await frameBlob(), "frame.jpg");
+  if (ticket) form.append("ticket_code", ticket);
+  const abort = new AbortController();
+  const timeout = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+  try {
+    const result = await call(state.key, "POST", ticket ? "/v1/gate/verify" : "/v1/gate/identify",
+      { form, signal: abort.signal });
+    if (seq !== state.seq) return; // an answer to an older request: never shown
+    clearProblem();
+    onResult(result, scene, ticket);
+  } catch (err) {
+    if (seq !== state.seq) return;
+    onError(err);
+  } finally {
+    clearTimeout(timeout);
+  }
+}
+
+function onResult(result, scene, ticket) {
+  state.sent = scene;
+  if (result.decision === "deny" && GUIDANCE.has(result.reason)) {
+    // Not a decision about a person yet: guide them and try again (a ticket stays armed).
+    state.phase = "idle";
+    setState("guidance");
+    const why = (result.quality_reasons || []).filter((r) => r !== result.reason).map(reasonText);
+    const text = result.reason === "no_face" ? idleText()
+      : result.reason === "multiple_faces" ? "One person at a time, please"
+        : `${why[0] || reasonText(result.reason)}: look straight at the camera`;
+    status(text, result.reason === "no_face" ? "" : "warn");
+    if (result.reason !== "no_face") state.retryAt = Date.now() + GUIDE_RETRY_MS;
+    return;
+  }
+  if (ticket) clearTicket();
+  state.phase = "showing";
+  setState(result.decision);
+  const box = $("result");
+  box.className = `result ${result.decision === "admit" ? "admit" : "deny"}`;
+  box.dataset.decision = result.decision;
+  box.dataset.reason = result.reason;
+  box.dataset.seq = String(state.seq);
+  if (result.decision === "admit") {
+    $("result-title").textContent = `Welcome, ${result.attendee_name || "guest"}`;
+    $("result-detail").textContent = "Please go through";
+  } else if (result.decision === "unknown") {
+    $("result-title").textContent = "Not recognised";
+    $("result-detail").textContent = result.reason === "ambiguous"
+      ? "Please scan your ticket or see a member of staff" : "Please see a member of staff";
+  } else {
+    $("result-title").textContent = "Entry denied";
+    $("result-detail").textContent = reasonText(result.reason);
+  }
+  box.hidden = false;
+  status("");
+  clearTimeout(state.clearTimer);
+  state.clearTimer = setTimeout(() => {
+    box.hidden = true;
+    delete box.dataset.decision;
+    toIdle();
+  }, SHOW_MS);
+}
+
+function onError(err) {
+  state.sent = null; // nothing was decided on that scene: send it again once things recover
+  if (err instanceof ApiError) {
+    if (err.status === 401) return signOut("This gate key is no longer valid. Sign in with a new one.");
+    if (err.status === 403 && err.code === "mode_not_allowed") {
+      state.requireTicket = !state.ticket;
+      if (state.ticket) {
+        problem("error", "Tickets are not used at this event", "Clear the ticket and look at the camera.");
+        state.retryAt = Date.now() + GUIDE_RETRY_MS;
+        clearTicket();
+        return;
+      }
+      return toIdle();
+    }
+    if (err.status === 429) {
+      state.phase = "idle";
+      state.retryAt = Date.now() + 1000 * (err.retryAfter || 1);
+      return;
+    }
+    if (err.status >= 500) {
+      const wait = err.retryAfter || 5;
+      problem("unavailable", "The gate system is temporarily unavailable",
+        `Please wait or see a member of staff. Retrying in ${wait} s.`);
+      state.retryAt = Date.now() + wait * 1000;
+      return;
+    }
+    problem("error", "The gateway refused the frame", `${err.message} (${err.code}). Retrying.`);
+    state.retryAt = Date.now() + GUIDE_RETRY_MS;
+    return;
+  }
+  const timedOut = err && err.name === "AbortError";
+  problem("offline", timedOut ? "The gateway is not answering" : "No connection to the gateway",
+    "Please wait or see a member of staff. Retrying in 3 s.");
+  state.retryAt = Date.now() + 3000;
+}
+
+window.addEventListener("offline", () => {
+  if (state.phase === "off" || !state.stream) return;
+  state.seq++; // an answer still in flight is dropped
+  problem("offline", "No connection to the gateway", "Please wait or see a member of staff.");
+  state.retryAt = Date.now() + 3000;
+});
+window.addEventListener("online", () => {
+  if (state.phase === "problem") state.retryAt = Date.now();
+});
+
+// --- ticket ---------------------------------------------------------------------------------------------------
+
+function clearTicket() {
+  state.ticket = "";
+  clearTimeout(state.ticketTimer);
+  $("ticket-clear").hidden = true;
+  $("ticket").value = "";
+}
+
+$("ticket-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const code = $("ticket").value.trim();
+  $("ticket").value = "";
+  if (!code) return;
+  state.ticket = code;
+  state.sent = null; // the scene in front of the camera is decided again, now against this ticket
+  state.seq++; // any identify answer still in flight is for the previous mode
+  $("result").hidden = true;
+  $("ticket-clear").hidden = false;
+  clearTimeout(state.ticketTimer);
+  state.ticketTimer = setTimeout(() => {
+    clearTicket();
+    if (state.phase === "idle") status(idleText());
+  }, TICKET_TTL_MS);
+  if (state.phase !== "problem") toIdle();
+});
+
+$("ticket-clear").addEventListener("click", () => {
+  clearTicket();
+  if (state.phase !== "problem") toIdle();
+  $("ticket").focus();
+});
+
+// --- start ----------------------------------------------------------------------------------------------------
+
+const fromLink = new URLSearchParams(location.hash.slice(1)).get("key");
+if (fromLink) {
+  storeKey(KEY, fromLink);
+  state.key = fromLink;
+  history.replaceState(null, "", location.pathname); // the key must not stay in the address bar or history
+}
+if (state.key) {
+  signIn(state.key).catch((err) => signOut(err instanceof NetworkError
+    ? "The gateway cannot be reached. Check the network, then start again." : err.message));
+} else {
+  signOut();
+}

@@ -1,0 +1,188 @@
+"""Browser tests: Debian's Chromium driven by Playwright against the real stack (`services.stack.Stack`: real
+Postgres, Redis, embedder, matcher, gateway processes), as `make run` starts it.
+
+The camera is Chromium's fake capture device fed a `.y4m` video made here from a dev photo, so the kiosk
+really captures a face and the gateway really decides on it. Screenshots go to the test's tmp dir; with
+`FACEGATE_SCREENSHOTS=<dir>` the README's two pictures are written there too (faces blurred).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.stack import Stack
+from tests.e2e.test_stack import free_port
+from tests.gateway.conftest import Faces
+
+CHROMIUM = os.environ.get("FACEGATE_CHROMIUM", "/usr/bin/chromium")
+ADMIN = "fg_browser-admin-" + uuid.uuid4().hex
+FRAME_W, FRAME_H = 640, 480
+BASE_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+]
+# Faces on pictures meant for the README are blurred: dev photos are not ours to publish.
+# (set through the CSSOM: the pages' Content-Security-Policy rightly refuses an injected <style>)
+BLUR_JS = "for (const e of document.querySelectorAll('video, img, canvas')) e.style.filter = 'blur(24px)';"
+
+
+def chromium_path() -> str:
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM}: `make test` installs it as root (apt-get install chromium); "
+            "set FACEGATE_CHROMIUM to another binary"
+        )
+    return CHROMIUM
+
+
+def make_y4m(photo: Path, out: Path, frames: int = 30) -> Path:
+    """A 640x480 'camera' video of one still photo (letterboxed on grey), in the y4m format Chromium's fake
+    capture device reads; it loops, so the camera shows the photo for as long as the page runs."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imread(str(photo))
+    assert img is not None, photo
+    h, w = img.shape[:2]
+    scale = min(FRAME_W / w, FRAME_H / h)
+    resized = cv2.resize(img, (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2), interpolation=cv2.INTER_AREA)
+    canvas = np.full((FRAME_H, FRAME_W, 3), 128, np.uint8)
+    y0, x0 = (FRAME_H - resized.shape[0]) // 2, (FRAME_W - resized.shape[1]) // 2
+    canvas[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
+    yuv = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()
+    with out.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{FRAME_W} H{FRAME_H} F15:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + yuv)
+    return out
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Iterator[Stack]:
+    chromium_path()  # no browser: skip before paying for the stack
+    data_dir = tmp_path_factory.mktemp("browser-stack")
+    s = Stack(
+        data_dir=data_dir,
+        ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
+        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": ADMIN},
+        log_dir=data_dir / "logs",
+    )
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+@dataclass
+class Site:
+    """A tenant on the running stack: organiser key, one event, a gate key; seeds data through the public API
+    (sync httpx: Playwright's sync API owns this thread's event loop)."""
+
+    url: str
+    org_token: str
+    event_id: str
+    gate_token: str
+    faces: Faces
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0)
+
+    def enrol(self, name: str, ticket: str, photos: list[tuple[str, int]]) -> dict[str, Any]:
+        with self.client(self.org_token) as org:
+            r = org.post(
+                f"/v1/events/{self.event_id}/attendees",
+                data={"name": name, "ticket_code": ticket},
+                files=[("photos", self.faces.photo(p, n)) for p, n in photos],
+            )
+        assert r.status_code == 201, r.text
+        return dict(r.json()["attendee"])
+
+    def identify(self, identity: str, n: int) -> dict[str, Any]:
+        with self.client(self.gate_token) as gate:
+            r = gate.post("/v1/gate/identify", files={"frame": self.faces.photo(identity, n)})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def new_site(stack: Stack, faces: Faces, **event: Any) -> Site:
+    url = stack.url("gateway")
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60) as admin:
+        r = admin.post("/v1/keys", json={"name": "browser organiser", "role": "organiser"})
+        assert r.status_code == 201, r.text
+        org = r.json()["token"]
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {org}"}, timeout=60) as o:
+        r = o.post("/v1/events", json={"name": "Browser Arena", "mode": "both", **event})
+        assert r.status_code == 201, r.text
+        event_id = r.json()["id"]
+        r = o.post("/v1/keys", json={"name": "north gate 1", "role": "gate", "event_id": event_id})
+        assert r.status_code == 201, r.text
+    return Site(url=url, org_token=org, event_id=event_id, gate_token=r.json()["token"], faces=faces)
+
+
+@pytest.fixture(scope="session")
+def faces(faces_dir: Path) -> Faces:
+    return Faces(faces_dir)
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra (make setup)")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def launch(playwright_driver: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """launch(camera=<y4m or None>, camera_allowed=True) -> a Chromium browser; closed after the test."""
+    browsers: list[Any] = []
+
+    def go(camera: Path | None = None, camera_allowed: bool = True) -> Any:
+        args = list(BASE_ARGS)
+        if camera is not None:
+            args.append(f"--use-file-for-fake-video-capture={camera}")
+        if camera_allowed:
+            args.append("--use-fake-ui-for-media-stream")  # answers the permission prompt with "allow"
+        browser = playwright_driver.chromium.launch(executable_path=chromium_path(), args=args)
+        browsers.append(browser)
+        return browser
+
+    yield go
+    for b in browsers:
+        b.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Callable[..., Path]:
+    """shots(page, name, readme=False): a PNG in the test's tmp dir; README pictures are blurred first and also
+    copied to $FACEGATE_SCREENSHOTS when set."""
+
+    def take(page: Any, name: str, readme: bool = False) -> Path:
+        path = tmp_path / f"{name}.png"
+        if readme:
+            page.evaluate(BLUR_JS)
+            page.wait_for_timeout(100)
+        page.screenshot(path=str(path), full_page=False)
+        assert path.stat().st_size > 1000
+        out = os.environ.get("FACEGATE_SCREENSHOTS")
+        if readme and out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(out) / path.name)
+        return path
+
+    return take
