@@ -71,7 +71,9 @@ class SearchMatch(BaseModel):
 
 class SearchResponse(BaseModel):
     matches: list[SearchMatch] = Field(description="top-k attendees, nearest first")
-    mode: Literal["exact", "hnsw"]
+    mode: Literal["exact", "hnsw", "resident"] = Field(
+        description="exact scan, pgvector HNSW, or the matcher's in-memory copy of the gallery at its current version"
+    )
 
 
 class DistanceRequest(BaseModel):

@@ -133,10 +133,16 @@ async def delete_attendee(event_id: uuid.UUID, attendee_id: uuid.UUID, session: 
 
 @router.post("/{event_id}/search", response_model=SearchResponse)
 async def search(
-    event_id: uuid.UUID, body: SearchRequest, conn: SearchConnDep, settings: SettingsDep
+    event_id: uuid.UUID, body: SearchRequest, conn: SearchConnDep, settings: SettingsDep, request: Request
 ) -> SearchResponse:
     result = await galleries.search(
-        conn, event_id, model_id=body.model_id, embedding=body.embedding, k=body.k, settings=settings
+        conn,
+        event_id,
+        model_id=body.model_id,
+        embedding=body.embedding,
+        k=body.k,
+        settings=settings,
+        residents=request.app.state.residents,
     )
     return SearchResponse(
         matches=[

@@ -19,6 +19,7 @@ from services.common.errors import install_error_handlers
 from services.common.observability import install_observability
 from services.matcher import store
 from services.matcher.api import ops_router, router
+from services.matcher.resident import Residents
 from services.matcher.settings import MatcherSettings
 
 log = logging.getLogger("facegate.matcher")
@@ -57,6 +58,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.search_engine = search_engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        app.state.residents = Residents(settings)
         try:
             async with app.state.sessionmaker() as session:
                 missing = await store.missing_schema(session)
@@ -67,6 +69,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.residents.close()
             await search_engine.dispose()
             await engine.dispose()
 

@@ -24,9 +24,11 @@ from services.contracts.matcher import TemplateIn
 from services.contracts.models import get_model
 from services.matcher import store
 from services.matcher.metrics import SEARCH_CANDIDATES, SEARCHES
+from services.matcher.resident import Residents
 from services.matcher.settings import MatcherSettings
 
-Mode = Literal["exact", "hnsw"]
+Mode = Literal["exact", "hnsw"]  # what the gallery's size picks in Postgres
+Answered = Literal["exact", "hnsw", "resident"]  # what answered a search
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Match:
 @dataclass(frozen=True)
 class SearchResult:
     matches: list[Match]
-    mode: Mode
+    mode: Answered
 
 
 @dataclass(frozen=True)
@@ -164,12 +166,14 @@ async def add_templates(
         if t.quality is not None and not math.isfinite(t.quality):
             raise Unprocessable(f"templates[{i}].quality is not finite", code="invalid_quality")
         rows.append((uuid.uuid4(), t.attendee_id, t.model_id, vec, t.quality))
+    version = await store.lock_gallery(session, event_id)
+    if version is None:  # dropped between our read and the lock
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     try:
-        await store.insert_templates(session, event_id, rows=rows)
-    except ProgrammingError as exc:  # the partition was dropped between our read and the insert
+        await store.insert_templates(session, event_id, rows=rows, version=version + 1)
+    except ProgrammingError as exc:  # the partition is gone though the registry row was there
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
-    # Last, so the gallery row's lock (which serialises concurrent writers' counters) is held briefly.
-    await store.add_to_count(session, event_id, len(rows))
+    await store.commit_change(session, event_id, version=version + 1, delta=len(rows))
     CACHE.invalidate(event_id)
     return [r[0] for r in rows]
 
@@ -185,9 +189,12 @@ async def attendee_templates(
 
 
 async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> int:
-    await _require(session, event_id)
-    deleted = await store.delete_attendee(session, event_id, attendee_id)
-    await store.add_to_count(session, event_id, -deleted)
+    version = await store.lock_gallery(session, event_id)
+    if version is None:
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
+    deleted = await store.delete_attendee(session, event_id, attendee_id, version=version + 1)
+    if deleted:  # a no-op delete leaves the version alone, so resident copies stay current
+        await store.commit_change(session, event_id, version=version + 1, delta=-deleted)
     CACHE.invalidate(event_id)
     return deleted
 
@@ -234,12 +241,38 @@ async def search(
     settings: MatcherSettings,
     mode: Mode | None = None,
     ef_search: int | None = None,
+    residents: Residents | None = None,
 ) -> SearchResult:
     """Top-k attendees by their best template's cosine distance, nearest first.
 
     `conn` is an autocommit connection of the search engine (`app.build_engine(..., autocommit=True)`).
-    `mode`/`ef_search` override the gallery's size-based choice (benchmarks and tests use them).
+    `mode`/`ef_search` override the gallery's size-based choice (benchmarks and tests use them). With
+    `residents`, a gallery searched by HNSW is answered from its resident copy when that copy is at the
+    version read in this search's round trip (the gallery cache is bypassed: the read is the freshness check).
     """
+    if residents is not None and mode is None and residents.settings.resident_enabled:
+        meta = await store.read_gallery_meta(conn, event_id)
+        if meta is None:
+            residents.forget(event_id)
+            CACHE.invalidate(event_id)
+            raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
+        CACHE.put(event_id, meta)
+        res = residents.current(event_id, meta)
+        if res is None:
+            return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
+        if model_id != meta.model_id:
+            raise Unprocessable(
+                f"gallery {event_id} is pinned to model {meta.model_id!r}, not {model_id!r}", code="model_mismatch"
+            )
+        query = unit_vector(embedding, dim=meta.dim)
+        n = k * settings.overfetch_per_attendee
+        hits = res.search(query, k=k, candidates=n, ef=ef_search or settings.resident_ef_search)
+        SEARCHES.labels("resident").inc()
+        SEARCH_CANDIDATES.labels("resident").observe(n)
+        return SearchResult(
+            matches=[Match(attendee_id=h.attendee_id, template_id=h.template_id, distance=h.distance) for h in hits],
+            mode="resident",
+        )
     meta = CACHE.get(event_id, settings.gallery_cache_ttl_s)
     if meta is not None:
         try:

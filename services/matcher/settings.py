@@ -38,3 +38,19 @@ class MatcherSettings(BaseSettings):
     gallery_cache_ttl_s: float = Field(default=2.0, ge=0)
     # Exact mode fetches k * this many templates before grouping per attendee (doubled until enough).
     overfetch_per_attendee: int = Field(default=8, ge=1)
+
+    # Resident galleries (services/matcher/resident.py): galleries searched by HNSW are also held in process
+    # memory as hnswlib graphs, used only while at Postgres's version. Chosen by bench/matcher.py: see README.
+    resident_enabled: bool = True
+    # Budget of templates held per process (about dim * 4 + 150 bytes each); least recently searched go first.
+    resident_max_templates: int = Field(default=2_000_000, ge=0)
+    resident_m: int = Field(default=16, ge=2, le=100)
+    resident_ef_construction: int = Field(default=128, ge=4, le=2000)
+    # Candidate list of a resident search; at least k * overfetch_per_attendee.
+    resident_ef_search: int = Field(default=80, ge=1, le=2000)
+    resident_build_threads: int = Field(default=2, ge=1)
+    # A stale copy catches up in place when at most this many rows were added since its version (and few
+    # were deleted); more, and it is rebuilt off to the side while Postgres answers.
+    resident_catch_up_rows: int = Field(default=1_000, ge=0)
+    # After a failed load, Postgres answers this gallery's searches for this long before the next try.
+    resident_retry_s: float = Field(default=5.0, ge=0)

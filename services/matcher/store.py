@@ -142,15 +142,30 @@ async def drop_hnsw_index(session: AsyncSession, event_id: uuid.UUID) -> None:
 
 async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> None:
     await session.execute(text(f"DROP TABLE IF EXISTS {_table(session, event_id)}"))
+    await session.execute(text("DELETE FROM matcher_tombstones WHERE event_id = :e"), {"e": event_id})
     await session.execute(text("DELETE FROM matcher_galleries WHERE event_id = :e"), {"e": event_id})
 
 
-async def add_to_count(session: AsyncSession, event_id: uuid.UUID, delta: int) -> None:
-    if delta:
+async def lock_gallery(session: AsyncSession, event_id: uuid.UUID) -> int | None:
+    """Take the gallery row's lock first thing in a write, and return its version (None: no such gallery).
+
+    Writers of one gallery queue here, so the versions they hand out (`commit_change`) follow commit order:
+    a reader that sees version v sees every change stamped <= v and none above (see migration 0003).
+    """
+    row = (
         await session.execute(
-            text("UPDATE matcher_galleries SET templates = templates + :n WHERE event_id = :e"),
-            {"n": delta, "e": event_id},
+            text("SELECT version FROM matcher_galleries WHERE event_id = :e FOR UPDATE"), {"e": event_id}
         )
+    ).one_or_none()
+    return int(row[0]) if row else None
+
+
+async def commit_change(session: AsyncSession, event_id: uuid.UUID, *, version: int, delta: int) -> None:
+    """Publish a change made under `lock_gallery`: the new version and the template count, in step."""
+    await session.execute(
+        text("UPDATE matcher_galleries SET version = :v, templates = templates + :n WHERE event_id = :e"),
+        {"v": version, "n": delta, "e": event_id},
+    )
 
 
 async def gallery_counts(session: AsyncSession, event_id: uuid.UUID) -> tuple[int, int]:
@@ -169,14 +184,16 @@ async def insert_templates(
     event_id: uuid.UUID,
     *,
     rows: Sequence[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]],
+    version: int,
 ) -> None:
     """rows: (id, attendee_id, model_id, unit embedding, quality); one executemany (psycopg pipelines it)."""
     stmt = text(
-        f"INSERT INTO {_table(session, event_id)} (id, event_id, attendee_id, model_id, embedding, quality)"
-        " VALUES (:id, :e, :a, :m, CAST(:v AS vector), :q)"
+        f"INSERT INTO {_table(session, event_id)}"
+        " (id, event_id, attendee_id, model_id, embedding, quality, version)"
+        " VALUES (:id, :e, :a, :m, CAST(:v AS vector), :q, :ver)"
     )
     params = [
-        {"id": tid, "e": event_id, "a": aid, "m": model_id, "v": vector_literal(vec), "q": quality}
+        {"id": tid, "e": event_id, "a": aid, "m": model_id, "v": vector_literal(vec), "q": quality, "ver": version}
         for tid, aid, model_id, vec, quality in rows
     ]
     await session.execute(stmt, params)
@@ -194,12 +211,17 @@ async def attendee_templates(session: AsyncSession, event_id: uuid.UUID, attende
     return [TemplateRow(*row) for row in result.all()]
 
 
-async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> int:
+async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID, *, version: int) -> int:
+    """Delete one attendee's templates and leave a tombstone (stamped `version`) for each, in one statement."""
     result = await session.execute(
-        text(f"DELETE FROM {_table(session, event_id)} WHERE event_id = :e AND attendee_id = :a RETURNING id"),
-        {"e": event_id, "a": attendee_id},
+        text(
+            f"WITH gone AS (DELETE FROM {_table(session, event_id)} WHERE event_id = :e AND attendee_id = :a"
+            " RETURNING id)"
+            " INSERT INTO matcher_tombstones (event_id, version, template_id) SELECT :e, :v, id FROM gone"
+        ),
+        {"e": event_id, "a": attendee_id, "v": version},
     )
-    return len(result.all())
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult: DML with no RETURNING
 
 
 async def attendee_distances(
@@ -233,7 +255,7 @@ async def _driver(session: AsyncSession) -> Any:
     return (await conn.get_raw_connection()).driver_connection
 
 
-def _quoted_partition(event_id: uuid.UUID) -> str:
+def quoted_partition(event_id: uuid.UUID) -> str:
     return f'"{partition_name(event_id)}"'  # hex-only name, checked by partition_name
 
 
@@ -308,6 +330,7 @@ class GalleryMeta:
     model_id: str
     dim: int
     templates: int
+    version: int = 0
 
 
 async def _raw(conn: AsyncConnection) -> tuple[Any, dict[Any, Any]]:
@@ -317,9 +340,11 @@ async def _raw(conn: AsyncConnection) -> tuple[Any, dict[Any, Any]]:
 
 async def read_gallery_meta(conn: AsyncConnection, event_id: uuid.UUID) -> GalleryMeta | None:
     drv, _ = await _raw(conn)
-    cur = await drv.execute("SELECT model_id, dim, templates FROM matcher_galleries WHERE event_id = %s", (event_id,))
+    cur = await drv.execute(
+        "SELECT model_id, dim, templates, version FROM matcher_galleries WHERE event_id = %s", (event_id,)
+    )
     row = await cur.fetchone()
-    return GalleryMeta(model_id=row[0], dim=row[1], templates=row[2]) if row else None
+    return GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3]) if row else None
 
 
 async def search_on(
@@ -355,7 +380,7 @@ def exact_search_sql(event_id: uuid.UUID) -> str:
     # Plain `embedding <=> q` does not match the index expression, so this is always a (possibly parallel)
     # sequential scan with a top-N sort: exact, and the right plan for small galleries.
     return (
-        f"SELECT id, attendee_id, embedding <=> %(q)s::vector AS d FROM {_quoted_partition(event_id)}"
+        f"SELECT id, attendee_id, embedding <=> %(q)s::vector AS d FROM {quoted_partition(event_id)}"
         " ORDER BY d, id LIMIT %(n)s"
     )
 
@@ -373,7 +398,7 @@ def hnsw_search_sql(event_id: uuid.UUID, *, dim: int) -> str:
     return (
         "SELECT id, attendee_id, d FROM ("
         " SELECT DISTINCT ON (attendee_id) id, attendee_id, d FROM ("
-        f"  SELECT id, attendee_id, {expr} <=> %(q)s::vector AS d FROM {_quoted_partition(event_id)}"
+        f"  SELECT id, attendee_id, {expr} <=> %(q)s::vector AS d FROM {quoted_partition(event_id)}"
         f"  ORDER BY {expr} <=> %(q)s::vector LIMIT %(n)s"
         " ) c ORDER BY attendee_id, d, id"
         ") g ORDER BY d, id LIMIT %(k)s"

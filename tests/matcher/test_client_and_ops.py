@@ -133,13 +133,14 @@ async def test_uvicorn_process(pg_url: str) -> None:
 
 
 async def test_search_in_exact_and_hnsw_modes_agrees_on_small_gallery(pg_url: str) -> None:
-    """The mode switch is by template count; an HNSW-mode app sees the same answers on a tiny gallery."""
+    """The mode switch is by template count; an HNSW-mode app sees the same answers on a tiny gallery.
+    (pgvector's HNSW here: resident copies are off; tests/matcher/test_resident.py covers them.)"""
     people = [uuid.uuid4() for _ in range(30)]
     vecs = unit(np.random.default_rng(22), 30, DIM)
     event = uuid.uuid4()
     async with (
         running_app(pg_url) as (app, _),
-        running_app(pg_url, exact_max_templates=10) as (happ, _),
+        running_app(pg_url, exact_max_templates=10, resident_enabled=False) as (happ, _),
         MatcherClient(transport=httpx.ASGITransport(app=app)) as mc,
         MatcherClient(transport=httpx.ASGITransport(app=happ)) as hc,
     ):

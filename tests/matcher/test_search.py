@@ -52,7 +52,9 @@ async def loaded(pg_url: str) -> AsyncIterator[dict]:
     fast = {"hnsw_ef_construction": 64}
     async with (
         running_app(pg_url, **fast) as (_, client),
-        running_app(pg_url, exact_max_templates=0, **fast) as (happ, hclient),
+        # pgvector's HNSW: resident copies off here (the third app has them, from 0 templates too)
+        running_app(pg_url, exact_max_templates=0, resident_enabled=False, **fast) as (happ, hclient),
+        running_app(pg_url, exact_max_templates=0) as (rapp, rclient),
     ):
         assert (await client.put(f"/v1/galleries/{event}", json={"model_id": MODEL})).status_code == 200
         for lo in range(0, len(vecs), 1000):
@@ -70,6 +72,8 @@ async def loaded(pg_url: str) -> AsyncIterator[dict]:
             "exact": client,
             "hnsw": hclient,
             "hnsw_app": happ,
+            "resident": rclient,
+            "resident_app": rapp,
         }
 
 
@@ -91,8 +95,14 @@ async def test_exact_search_equals_numpy(loaded: dict) -> None:
         np.testing.assert_allclose([d for _, d in got], [d for _, d in want], atol=2e-5)
 
 
-async def test_hnsw_recall_at_1(loaded: dict) -> None:
-    client: httpx.AsyncClient = loaded["hnsw"]
+@pytest.mark.parametrize("mode", ["hnsw", "resident"])
+async def test_hnsw_recall_at_1(loaded: dict, mode: str) -> None:
+    """pgvector's HNSW, and the resident hnswlib copy of the same gallery (loaded by a first search)."""
+    client: httpx.AsyncClient = loaded[mode]
+    if mode == "resident":
+        q = [float(x) for x in loaded["probes"][0]]
+        await client.post(f"/v1/galleries/{loaded['event']}/search", json={"model_id": MODEL, "embedding": q, "k": 1})
+        await loaded["resident_app"].state.residents.wait_idle()
     hits = 0
     for q in loaded["probes"]:
         r = await client.post(
@@ -100,7 +110,7 @@ async def test_hnsw_recall_at_1(loaded: dict) -> None:
             json={"model_id": MODEL, "embedding": [float(x) for x in q], "k": 1},
         )
         body = r.json()
-        assert body["mode"] == "hnsw"
+        assert body["mode"] == mode
         want = brute_force_attendees(loaded["vecs"], loaded["owners"], q, 1)[0][0]
         hits += uuid.UUID(body["matches"][0]["attendee_id"]) == want
     assert hits / len(loaded["probes"]) >= 0.99

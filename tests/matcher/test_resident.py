@@ -1,0 +1,185 @@
+"""Resident galleries: in-memory hnswlib copies that answer only at Postgres's version.
+
+Two matcher apps (two replicas) share the session's Postgres; every change is made through replica B and
+searched through replica A straight after, with no wait: A must never answer from a copy that misses it.
+The cut-over is lowered so that a gallery of a few hundred templates is "large" (searched by HNSW, resident).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.common.db import sqlalchemy_url
+from tests.matcher.conftest import DIM, MODEL, running_app, template, unit
+
+SETTINGS: dict[str, Any] = {"exact_max_templates": 50, "resident_catch_up_rows": 20, "resident_build_threads": 1}
+PEOPLE, PER = 100, 4
+
+
+@pytest.fixture(scope="module")
+async def replicas(pg_url: str) -> AsyncIterator[tuple[tuple[FastAPI, httpx.AsyncClient], httpx.AsyncClient]]:
+    async with running_app(pg_url, **SETTINGS) as a, running_app(pg_url, **SETTINGS) as (_, b):
+        yield a, b
+
+
+def face_like(rng: np.random.Generator) -> tuple[list[uuid.UUID], np.ndarray, np.ndarray]:
+    """PEOPLE identities, PER captures each (centre + noise), unit length: (attendee per row, vectors, centres)."""
+    centres = unit(rng, PEOPLE)
+    noise = rng.standard_normal((PEOPLE * PER, DIM)).astype(np.float32) * (0.5 / np.sqrt(DIM))
+    vecs = np.repeat(centres, PER, axis=0) + noise
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    people = [uuid.uuid4() for _ in range(PEOPLE)]
+    return [people[i // PER] for i in range(PEOPLE * PER)], vecs, centres
+
+
+async def make_gallery(client: httpx.AsyncClient, owners: list[uuid.UUID], vecs: np.ndarray) -> uuid.UUID:
+    event = uuid.uuid4()
+    assert (await client.put(f"/v1/galleries/{event}", json={"model_id": MODEL})).status_code == 200
+    for lo in range(0, len(vecs), 100):
+        body = {"templates": [template(a, v) for a, v in zip(owners[lo : lo + 100], vecs[lo : lo + 100], strict=True)]}
+        r = await client.post(f"/v1/galleries/{event}/templates", json=body)
+        assert r.status_code == 201, r.text
+    return event
+
+
+async def search(client: httpx.AsyncClient, event: uuid.UUID, q: np.ndarray, k: int = 5) -> dict[str, Any]:
+    r = await client.post(f"/v1/galleries/{event}/search", json={"model_id": MODEL, "embedding": q.tolist(), "k": k})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def resident_search(app: FastAPI, client: httpx.AsyncClient, event: uuid.UUID, q: np.ndarray) -> dict:
+    """Search once (which schedules the copy's load or catch-up), wait for it, and search again from memory."""
+    await search(client, event, q)
+    await app.state.residents.wait_idle()
+    out = await search(client, event, q)
+    assert out["mode"] == "resident", out
+    return out
+
+
+def exact(owners: list[uuid.UUID], vecs: np.ndarray, q: np.ndarray, k: int) -> list[tuple[str, float]]:
+    d = 1.0 - vecs @ q
+    best: dict[uuid.UUID, float] = {}
+    for i in np.argsort(d, kind="stable"):
+        best.setdefault(owners[i], float(d[i]))
+    return [(str(a), dist) for a, dist in sorted(best.items(), key=lambda x: x[1])[:k]]
+
+
+async def test_resident_answers_equal_numpy(replicas) -> None:
+    (app, a), _ = replicas
+    rng = np.random.default_rng(11)
+    owners, vecs, centres = face_like(rng)
+    event = await make_gallery(a, owners, vecs)
+    probes = centres + rng.standard_normal(centres.shape).astype(np.float32) * (0.5 / np.sqrt(DIM))
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    first = await resident_search(app, a, event, probes[0])
+    assert first["matches"][0]["attendee_id"] == str(owners[0])
+    same = 0
+    for q in probes[:50]:
+        got = await search(a, event, q)
+        assert got["mode"] == "resident"
+        want = exact(owners, vecs, q, 5)
+        same += [m["attendee_id"] for m in got["matches"]] == [w[0] for w in want]
+        for m, w in zip(got["matches"], want, strict=False):
+            if m["attendee_id"] == w[0]:
+                assert m["distance"] == pytest.approx(w[1], abs=1e-5)
+    assert same >= 49, f"top-5 equal to NumPy's for {same}/50 probes"
+
+
+async def test_erasure_through_another_replica_shows_in_the_next_search(replicas, pg_url: str) -> None:
+    (app, a), b = replicas
+    rng = np.random.default_rng(12)
+    owners, vecs, _ = face_like(rng)
+    event = await make_gallery(b, owners, vecs)
+    q = vecs[0]
+    assert (await resident_search(app, a, event, q))["matches"][0]["attendee_id"] == str(owners[0])
+
+    r = await b.delete(f"/v1/galleries/{event}/attendees/{owners[0]}")
+    assert r.status_code == 200, r.text
+    now = await search(a, event, q)  # no wait: A's copy is one version behind and must not answer
+    assert str(owners[0]) not in [m["attendee_id"] for m in now["matches"]]
+    assert now["mode"] == "hnsw"
+    caught_up = await resident_search(app, a, event, q)
+    assert str(owners[0]) not in [m["attendee_id"] for m in caught_up["matches"]]
+    assert caught_up["matches"][0]["attendee_id"] == exact(owners[PER:], vecs[PER:], q, 1)[0][0]
+
+    # The tombstones say which template ids went, and nothing about whom they belonged to.
+    engine = create_async_engine(sqlalchemy_url(pg_url))
+    async with engine.connect() as conn:
+        cols = (
+            await conn.execute(
+                text("SELECT column_name FROM information_schema.columns WHERE table_name = 'matcher_tombstones'")
+            )
+        ).scalars()
+        assert set(cols) == {"event_id", "version", "template_id"}
+        gone = (
+            await conn.execute(text("SELECT count(*) FROM matcher_tombstones WHERE event_id = :e"), {"e": event})
+        ).scalar_one()
+        assert gone == PER
+    await engine.dispose()
+
+
+async def test_enrolment_through_another_replica_shows_in_the_next_search(replicas) -> None:
+    (app, a), b = replicas
+    rng = np.random.default_rng(13)
+    owners, vecs, _ = face_like(rng)
+    event = await make_gallery(b, owners, vecs)
+    await resident_search(app, a, event, vecs[0])
+
+    newcomer, q = uuid.uuid4(), unit(rng, 1)[0]
+    r = await b.post(f"/v1/galleries/{event}/templates", json={"templates": [template(newcomer, q)]})
+    assert r.status_code == 201, r.text
+    now = await search(a, event, q)
+    assert now["matches"][0]["attendee_id"] == str(newcomer)
+    assert now["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-5)
+    caught_up = await resident_search(app, a, event, q)  # a small change: applied in place
+    assert caught_up["matches"][0]["attendee_id"] == str(newcomer)
+
+    # More rows than resident_catch_up_rows: the copy is rebuilt off to the side, then answers again.
+    crowd = [uuid.uuid4() for _ in range(30)]
+    body = {"templates": [template(p, v) for p, v in zip(crowd, unit(rng, 30), strict=True)]}
+    assert (await b.post(f"/v1/galleries/{event}/templates", json=body)).status_code == 201
+    rebuilt = await resident_search(app, a, event, q)
+    assert rebuilt["matches"][0]["attendee_id"] == str(newcomer)
+    assert app.state.residents.galleries[event].live == PEOPLE * PER + 1 + 30
+
+
+async def test_dropped_gallery_is_gone_from_memory_too(replicas) -> None:
+    (app, a), b = replicas
+    rng = np.random.default_rng(14)
+    owners, vecs, _ = face_like(rng)
+    event = await make_gallery(b, owners, vecs)
+    await resident_search(app, a, event, vecs[0])
+    assert event in app.state.residents.galleries
+
+    assert (await b.delete(f"/v1/galleries/{event}")).status_code == 200
+    r = await a.post(f"/v1/galleries/{event}/search", json={"model_id": MODEL, "embedding": vecs[0].tolist(), "k": 1})
+    assert r.status_code == 404 and r.json()["code"] == "gallery_not_found"
+    assert event not in app.state.residents.galleries
+
+
+async def test_resident_copies_keep_events_apart_and_check_the_model(replicas) -> None:
+    (app, a), _ = replicas
+    rng = np.random.default_rng(15)
+    owners, vecs, _ = face_like(rng)
+    one = await make_gallery(a, owners, vecs)
+    twin_owners = [uuid.uuid4() for _ in owners]
+    two = await make_gallery(a, twin_owners, vecs)  # an exact copy of every template, other attendees
+    for event, people in ((one, set(map(str, owners))), (two, set(map(str, twin_owners)))):
+        got = await resident_search(app, a, event, vecs[7])
+        assert got["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-5)
+        assert {m["attendee_id"] for m in got["matches"]} <= people
+
+    r = await a.post(
+        f"/v1/galleries/{one}/search", json={"model_id": "dlib-resnet-128", "embedding": [0.1] * 128, "k": 1}
+    )
+    assert r.status_code == 422 and r.json()["code"] == "model_mismatch"
