@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.matcher import galleries, store  # noqa: E402
 from services.matcher.app import build_engine  # noqa: E402
+from services.matcher.resident import Residents  # noqa: E402
 from services.matcher.settings import MatcherSettings  # noqa: E402
 
 MODEL_BY_DIM = {512: "facenet-casia-512", 128: "dlib-resnet-128"}
@@ -193,6 +194,9 @@ class SizeResult:
     hnsw_m: int
     hnsw_ef_construction: int
     runs: list[Run] = field(default_factory=list)
+    # the resident copy: load from Postgres + hnswlib build, and the graph's size (vectors included)
+    resident_build_s: float | None = None
+    resident_mb: float | None = None
     numpy_ms: float | None = None
     seeds_ms: float | None = None
     # the machine is shared: 1-minute load average when this size started and finished (2 cores)
@@ -258,10 +262,25 @@ async def measure(
     truth: list[tuple[list[int], int]] | None,
     owner_of: dict[uuid.UUID, int] | None,
     tpl_of: dict[uuid.UUID, int] | None,
+    residents: Residents | None = None,
 ) -> Run:
     latencies: list[float] = [0.0] * len(queries)
 
     async def one(q: np.ndarray) -> galleries.SearchResult:
+        if residents is not None:  # mode "resident": the service's own path, version read included
+            async with search_engine.connect() as conn:
+                r = await galleries.search(
+                    conn,
+                    event_id,
+                    model_id=model_id,
+                    embedding=q,
+                    k=10,
+                    settings=residents.settings,
+                    ef_search=ef_search,
+                    residents=residents,
+                )
+            assert r.mode == "resident", r.mode
+            return r
         if sm is not None:  # --legacy: the previous session path
             async with sm() as session:
                 r = await legacy_search(
@@ -311,7 +330,7 @@ async def measure(
     wall = time.perf_counter() - t0
     run = Run(
         mode=mode if sm is None else f"{mode}-legacy",
-        ef_search=ef_search if mode == "hnsw" else None,
+        ef_search=ef_search if mode in ("hnsw", "resident") else None,
         clients=clients,
         queries=len(queries),
         p50_ms=statistics.median(latencies) * 1e3,
@@ -453,6 +472,47 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
                     )
                     res.runs.append(run)
                     print(f"[{dim}d {size:,}] {fmt_run(run)}", flush=True)
+        if args.resident_ef:
+            # Below the exact cut-over the service keeps Postgres's exact scan; here every size is measured.
+            rset = settings.model_copy(
+                update={
+                    "exact_max_templates": 0,
+                    "resident_max_templates": size,
+                    "resident_ef_construction": args.resident_ef_construction,
+                    "resident_m": args.m,
+                }
+            )
+            residents = Residents(rset)
+            t0 = time.perf_counter()
+            async with search_engine.connect() as conn:  # the first search schedules the load
+                await galleries.search(
+                    conn, event_id, model_id=model_id, embedding=qs[0], k=10, settings=rset, residents=residents
+                )
+            await residents.wait_idle()
+            res.resident_build_s = time.perf_counter() - t0
+            copy = residents.galleries[event_id]
+            res.resident_mb = copy.index.index_file_size() / 2**20
+            print(f"[{dim}d {size:,}] resident copy loaded and built in {res.resident_build_s:.1f}s", flush=True)
+            for ef in args.resident_ef:
+                for clients in args.clients:
+                    run = await measure(
+                        search_engine,
+                        None,
+                        rset,
+                        event_id,
+                        model_id,
+                        qs,
+                        mode="resident",
+                        ef_search=ef,
+                        clients=clients,
+                        truth=truth,
+                        owner_of=owner_of,
+                        tpl_of=tpl_of,
+                        residents=residents,
+                    )
+                    res.runs.append(run)
+                    print(f"[{dim}d {size:,}] {fmt_run(run)}", flush=True)
+            await residents.close()
         res.load_after = os.getloadavg()[0]
         return res
     finally:
@@ -474,19 +534,19 @@ def fmt_run(r: Run) -> str:
         if r.recall_at_1 is not None
         else ""
     )
-    return f"{r.mode:5} {ef:8} c={r.clients} p50={r.p50_ms:.2f}ms p99={r.p99_ms:.2f}ms {r.qps:.0f} q/s{rec}"
+    return f"{r.mode:8} {ef:8} c={r.clients} p50={r.p50_ms:.2f}ms p99={r.p99_ms:.2f}ms {r.qps:.0f} q/s{rec}"
 
 
 def table(results: list[SizeResult]) -> str:
     head = (
-        f"{'dim':>4} {'size':>9} {'mode':>5} {'ef':>5} {'cl':>3} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>7}"
+        f"{'dim':>4} {'size':>9} {'mode':>8} {'ef':>5} {'cl':>3} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>7}"
         f" {'r@1':>6} {'r@10':>6} {'t@1':>6}"
     )
     lines = [head, "-" * len(head)]
     for res in results:
         for r in res.runs:
             lines.append(
-                f"{res.dim:>4} {res.size:>9,} {r.mode:>5} {r.ef_search or '-':>5} {r.clients:>3} {r.p50_ms:>8.2f}"
+                f"{res.dim:>4} {res.size:>9,} {r.mode:>8} {r.ef_search or '-':>5} {r.clients:>3} {r.p50_ms:>8.2f}"
                 f" {r.p99_ms:>8.2f} {r.qps:>7.0f} {r.recall_at_1 if r.recall_at_1 is not None else float('nan'):>6.3f}"
                 f" {r.recall_at_10 if r.recall_at_10 is not None else float('nan'):>6.3f}"
                 f" {r.template_recall_at_1 if r.template_recall_at_1 is not None else float('nan'):>6.3f}"
@@ -494,27 +554,30 @@ def table(results: list[SizeResult]) -> str:
     lines.append("")
     head2 = (
         f"{'dim':>4} {'size':>9} {'load s':>7} {'build s':>8} {'index MB':>9} {'table MB':>9} {'m/efc':>7}"
-        f" {'seeds ms':>9} {'numpy ms':>9} {'best hnsw p50 (r@1>=.99)':>26} {'x seeds':>8} {'x numpy':>8}"
+        f" {'res. s':>7} {'res. MB':>8} {'seeds ms':>9} {'numpy ms':>9}"
     )
     lines += [head2, "-" * len(head2)]
     for res in results:
-        ok = [r for r in res.runs if r.mode == "hnsw" and r.clients == 1 and (r.recall_at_1 or 0) >= 0.99]
-        best = min(ok, key=lambda r: r.p50_ms) if ok else None
-        exact1 = next((r for r in res.runs if r.mode == "exact" and r.clients == 1), None)
-        chosen = best or exact1
-        label = (
-            f"{chosen.p50_ms:.2f} ({chosen.mode}{' ef=' + str(chosen.ef_search) if chosen.ef_search else ''})"
-            if chosen
-            else "-"
-        )
-        xs = f"{res.seeds_ms / chosen.p50_ms:.0f}x" if res.seeds_ms and chosen else "-"
-        xn = f"{res.numpy_ms / chosen.p50_ms:.1f}x" if res.numpy_ms and chosen else "-"
         lines.append(
             f"{res.dim:>4} {res.size:>9,} {res.load_s:>7.1f} {res.build_s or float('nan'):>8.1f}"
             f" {res.index_mb or float('nan'):>9.1f} {res.table_mb:>9.1f} {res.hnsw_m:>3}/{res.hnsw_ef_construction:<3}"
-            f" {res.seeds_ms or float('nan'):>9.1f} {res.numpy_ms or float('nan'):>9.2f} {label:>26} {xs:>8} {xn:>8}"
+            f" {res.resident_build_s or float('nan'):>7.1f} {res.resident_mb or float('nan'):>8.1f}"
+            f" {res.seeds_ms or float('nan'):>9.1f} {res.numpy_ms or float('nan'):>9.2f}"
             f"  load {res.load_before:.1f}->{res.load_after:.1f}"
         )
+    lines.append("")
+    head3 = f"{'dim':>4} {'size':>9} {'fastest p50 with r@1 >= 0.99 (1 client)':>42} {'x seeds':>8} {'x numpy':>8}"
+    lines += [head3, "-" * len(head3)]
+    for res in results:
+        for modes in (("exact",), ("hnsw",), ("resident",)):
+            ok = [r for r in res.runs if r.mode in modes and r.clients == 1 and (r.recall_at_1 or 0) >= 0.99]
+            if not ok:
+                continue
+            best = min(ok, key=lambda r: r.p50_ms)
+            label = f"{best.p50_ms:.2f} ms ({best.mode}{' ef=' + str(best.ef_search) if best.ef_search else ''})"
+            xs = f"{res.seeds_ms / best.p50_ms:.0f}x" if res.seeds_ms else "-"
+            xn = f"{res.numpy_ms / best.p50_ms:.1f}x" if res.numpy_ms else "-"
+            lines.append(f"{res.dim:>4} {res.size:>9,} {label:>42} {xs:>8} {xn:>8}")
     return "\n".join(lines)
 
 
@@ -555,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--ef-search", type=ints, default=[40, 100, 200, 400])
+    p.add_argument("--resident-ef", type=ints, default=[40, 80, 160], help="resident copy's ef (empty: skip)")
+    p.add_argument("--resident-ef-construction", type=int, default=128)
     p.add_argument("--maintenance-work-mem", default="6GB")
     p.add_argument("--build-workers", type=int, default=2, help="max_parallel_maintenance_workers for the build")
     p.add_argument("--shared-buffers", default="4GB", help="for the bench's own pgserver")
