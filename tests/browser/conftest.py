@@ -169,15 +169,15 @@ def launch(playwright_driver: Any, tmp_path: Path) -> Iterator[Callable[..., Any
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Callable[..., Path]:
-    """shots(page, name, readme=False): a PNG in the test's tmp dir; README pictures are blurred first and also
-    copied to $FACEGATE_SCREENSHOTS when set."""
+    """shots(page, name, readme=False, full_page=False): a PNG in the test's tmp dir; README pictures are
+    blurred first and also copied to $FACEGATE_SCREENSHOTS when set."""
 
-    def take(page: Any, name: str, readme: bool = False) -> Path:
+    def take(page: Any, name: str, readme: bool = False, full_page: bool = False) -> Path:
         path = tmp_path / f"{name}.png"
         if readme:
             page.evaluate(BLUR_JS)
             page.wait_for_timeout(100)
-        page.screenshot(path=str(path), full_page=False)
+        page.screenshot(path=str(path), full_page=full_page)
         assert path.stat().st_size > 1000
         out = os.environ.get("FACEGATE_SCREENSHOTS")
         if readme and out:

@@ -139,8 +139,8 @@ async function loadCounts() {
     el("div", { class: "stat deny", id: "count-denied" }, el("b", { text: c.denied }), " denied"),
     el("div", { class: "stat unknown", id: "count-unknown" }, el("b", { text: c.unknown }), " unknown"),
     el("div", { class: "stat", id: "count-attendees" }, el("b", { text: c.attendees }), ` registered, ${c.entered} entered`),
-    breakdown("Denied by reason", c.denied_by_reason),
-    breakdown("Unknown by reason", c.unknown_by_reason),
+    ...[breakdown("Denied by reason", c.denied_by_reason), breakdown("Unknown by reason", c.unknown_by_reason)]
+      .filter(Boolean),
   );
 }
 
@@ -299,7 +299,7 @@ async function loadAttendees() {
   $("page-prev").disabled = state.offset === 0;
   $("page-next").disabled = page.next_offset == null;
   $("page-info").textContent = page.items.length
-    ? `${state.offset + 1}–${state.offset + page.items.length}` : "";
+    ? `${state.offset + 1}-${state.offset + page.items.length}` : "";
   state.nextOffset = page.next_offset;
 }
 
