@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -67,6 +67,19 @@ async def call(
         DEPENDENCY_ERRORS.labels(dependency, operation, "unreachable").inc()
         log.warning("%s %s unreachable: %r", dependency, operation, exc)
         raise DependencyUnavailable(dependency, retry_after_s) from exc
+
+
+async def read_twice(make: Callable[[], Awaitable[T]]) -> T:
+    """A read is tried once more when the matcher was unreachable or answered 5xx: right after its database
+    restarts, its pools still hold dead connections, and the first query on each fails (then the pool is
+    renewed). Reads only (a retried write could land twice) and never after a timeout (that doubles the wait)."""
+    try:
+        return await make()
+    except ServiceUnavailable as exc:
+        if exc.error_code.endswith("_timeout"):
+            raise
+        log.info("matcher read failed once, trying again: %s", exc.detail)
+        return await make()
 
 
 class Downstream:
@@ -126,7 +139,7 @@ class Downstream:
             return await call(
                 "matcher",
                 "attendee_templates",
-                self.matcher.attendee_templates(event_id, attendee_id, **self._kw()),
+                read_twice(lambda: self.matcher.attendee_templates(event_id, attendee_id, **self._kw())),
                 retry_after_s=self.retry_after_s,
             )
         except DownstreamNotFound:
@@ -148,7 +161,11 @@ class Downstream:
         return await call(
             "matcher",
             "search",
-            self.matcher.search(event_id, model_id=body.model_id, embedding=body.embedding, k=body.k, **self._kw()),
+            read_twice(
+                lambda: self.matcher.search(
+                    event_id, model_id=body.model_id, embedding=body.embedding, k=body.k, **self._kw()
+                )
+            ),
             retry_after_s=self.retry_after_s,
         )
 
@@ -159,7 +176,11 @@ class Downstream:
             return await call(
                 "matcher",
                 "distance",
-                self.matcher.distance(event_id, attendee_id, model_id=model_id, embedding=embedding, **self._kw()),
+                read_twice(
+                    lambda: self.matcher.distance(
+                        event_id, attendee_id, model_id=model_id, embedding=embedding, **self._kw()
+                    )
+                ),
                 retry_after_s=self.retry_after_s,
             )
         except DownstreamNotFound:

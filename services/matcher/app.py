@@ -76,7 +76,15 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
     app = FastAPI(title="facegate matcher", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    install_database_error_handler(app, retry_after_s=2)  # the database down: 503, which callers retry
+
+    async def renew_pools() -> None:
+        # The search path's driver-level errors do not invalidate SQLAlchemy's pools: after a database restart
+        # every pooled connection would fail one request. Drop them all at the first lost connection instead.
+        for engine in (app.state.engine, app.state.search_engine):
+            await engine.dispose()
+
+    # the database down: 503, which callers retry
+    install_database_error_handler(app, retry_after_s=2, on_lost_connection=renew_pools)
     install_observability(app, service="matcher")
     app.include_router(router)
     app.include_router(ops_router)
