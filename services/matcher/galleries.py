@@ -7,6 +7,8 @@ here, so a caller may send raw network outputs; every stored vector has norm 1 a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -24,7 +26,7 @@ from services.contracts.matcher import TemplateIn
 from services.contracts.models import get_model
 from services.matcher import store
 from services.matcher.metrics import SEARCH_CANDIDATES, SEARCHES
-from services.matcher.resident import Residents
+from services.matcher.resident import Hit, ResidentGallery, Residents
 from services.matcher.settings import MatcherSettings
 
 Mode = Literal["exact", "hnsw"]  # what the gallery's size picks in Postgres
@@ -251,28 +253,7 @@ async def search(
     version read in this search's round trip (the gallery cache is bypassed: the read is the freshness check).
     """
     if residents is not None and mode is None and residents.settings.resident_enabled:
-        meta = await store.read_gallery_meta(conn, event_id)
-        if meta is None:
-            residents.forget(event_id)
-            CACHE.invalidate(event_id)
-            raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-        CACHE.put(event_id, meta)
-        res = residents.current(event_id, meta)
-        if res is None:
-            return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
-        if model_id != meta.model_id:
-            raise Unprocessable(
-                f"gallery {event_id} is pinned to model {meta.model_id!r}, not {model_id!r}", code="model_mismatch"
-            )
-        query = unit_vector(embedding, dim=meta.dim)
-        n = k * settings.overfetch_per_attendee
-        hits = res.search(query, k=k, candidates=n, ef=ef_search or settings.resident_ef_search)
-        SEARCHES.labels("resident").inc()
-        SEARCH_CANDIDATES.labels("resident").observe(n)
-        return SearchResult(
-            matches=[Match(attendee_id=h.attendee_id, template_id=h.template_id, distance=h.distance) for h in hits],
-            mode="resident",
-        )
+        return await _search_resident(conn, event_id, model_id, embedding, k, settings, ef_search, residents)
     meta = CACHE.get(event_id, settings.gallery_cache_ttl_s)
     if meta is not None:
         try:
@@ -288,6 +269,55 @@ async def search(
     except psycopg.errors.UndefinedTable as exc:  # dropped between the read and the search
         CACHE.invalidate(event_id)
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
+
+
+async def _search_resident(
+    conn: AsyncConnection,
+    event_id: uuid.UUID,
+    model_id: str,
+    embedding: Sequence[float] | np.ndarray,
+    k: int,
+    settings: MatcherSettings,
+    ef_search: int | None,
+    residents: Residents,
+) -> SearchResult:
+    """The gallery row is read in this search's one round trip; the resident copy answers only if it is at the
+    version read. While the read is on its way, the copy's graph is already walked (speculatively: that
+    answer is kept only if the copy was at the version Postgres then returns)."""
+    n = k * settings.overfetch_per_attendee
+    ef = ef_search or settings.resident_ef_search
+    pending = asyncio.ensure_future(store.read_gallery_meta(conn, event_id))
+    early: tuple[ResidentGallery, int, list[Hit]] | None = None
+    copy = residents.galleries.get(event_id)
+    if copy is not None and len(embedding) == copy.dim:
+        await asyncio.sleep(0)  # let the read go out first: Postgres answers it while the graph is walked
+        with contextlib.suppress(Unprocessable):  # a bad embedding gets its 422 below, after the read
+            query = unit_vector(embedding, dim=copy.dim)
+            # synchronous: no catch-up can change the copy between reading its version and the walk
+            early = (copy, copy.version, copy.search(query, k=k, candidates=n, ef=ef))
+    meta = await pending
+    if meta is None:
+        residents.forget(event_id)
+        CACHE.invalidate(event_id)
+        raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
+    CACHE.put(event_id, meta)
+    res = residents.current(event_id, meta)
+    if res is None:
+        return await _search(conn, event_id, meta, model_id, embedding, k, settings, None, ef_search)
+    if model_id != meta.model_id:
+        raise Unprocessable(
+            f"gallery {event_id} is pinned to model {meta.model_id!r}, not {model_id!r}", code="model_mismatch"
+        )
+    if early is not None and early[0] is res and early[1] == meta.version:
+        hits = early[2]
+    else:  # the copy caught up while the read was out: walk it now
+        hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, candidates=n, ef=ef)
+    SEARCHES.labels("resident").inc()
+    SEARCH_CANDIDATES.labels("resident").observe(n)
+    return SearchResult(
+        matches=[Match(attendee_id=h.attendee_id, template_id=h.template_id, distance=h.distance) for h in hits],
+        mode="resident",
+    )
 
 
 async def _search(
