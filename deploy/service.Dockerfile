@@ -5,14 +5,16 @@ FROM python:3.11-slim
 ARG SERVICE
 ARG TF_PACKAGE=tensorflow-cpu==2.21.0
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 SERVICE=${SERVICE}
-RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 curl \
+# g++: the matcher's hnswlib ships as source only.
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 curl g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY services ./services
 COPY migrations ./migrations
-# The embedder's extra pins tensorflow-cpu; the GPU build swaps in TF_PACKAGE afterwards.
-RUN pip install ".[${SERVICE}]" \
+# The embedder's extra pins tensorflow-cpu; the GPU build swaps in TF_PACKAGE afterwards. HNSWLIB_NO_NATIVE:
+# build hnswlib for any x86-64, not -march=native of the build host (the image runs elsewhere).
+RUN HNSWLIB_NO_NATIVE=1 pip install ".[${SERVICE}]" \
     && if [ "${SERVICE}" = "embedder" ] && [ "${TF_PACKAGE}" != "tensorflow-cpu==2.21.0" ]; then \
          pip uninstall -y tensorflow-cpu && pip install "${TF_PACKAGE}"; fi
 RUN useradd --create-home facegate
