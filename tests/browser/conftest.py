@@ -38,7 +38,7 @@ BASE_ARGS = [
 ]
 # Faces on pictures meant for the README are blurred: dev photos are not ours to publish.
 # (set through the CSSOM: the pages' Content-Security-Policy rightly refuses an injected <style>)
-BLUR_JS = "for (const e of document.querySelectorAll('video, img, canvas')) e.style.filter = 'blur(24px)';"
+BLUR_JS = "for (const e of document.querySelectorAll('video, img, canvas')) e.style.filter = 'blur(32px)';"
 
 
 def chromium_path() -> str:
