@@ -136,7 +136,7 @@ class Stack:
                 last = r.text
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
-            time.sleep(0.5)
+            time.sleep(0.1)  # fine-grained: the fault tests time recovery from the moment this returns
         raise RuntimeError(f"{spec.name} not ready after {spec.ready_timeout_s:.0f} s: {last}")
 
     def start(self, only: list[str] | None = None) -> None:
