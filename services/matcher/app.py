@@ -37,7 +37,7 @@ def build_engine(settings: MatcherSettings, *, autocommit: bool = False) -> Asyn
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_s,
         # No pre-ping: it costs a round trip per request; a connection broken by a database restart fails
-        # one request, and SQLAlchemy then invalidates the pool (readiness reports the outage meanwhile).
+        # one request, and the pools are then renewed (`renew_pools` in create_app; the gateway retries reads).
         pool_pre_ping=settings.pool_pre_ping,
         # prepare_threshold=None: no server-side prepared statements, so every search is planned with its
         # real LIMIT and vector (a generic plan may not pick the HNSW index) and one transaction-pooling
