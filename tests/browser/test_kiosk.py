@@ -164,3 +164,30 @@ def test_pages_are_served_with_a_strict_policy(site: Site) -> None:
         assert "script-src 'self'" in r.headers["content-security-policy"]
     assert httpx.get(site.url + "/web/..%2Fapp.py").status_code == 404
     assert httpx.get(site.url + "/web/nothing.js").status_code == 404
+
+
+def test_a_late_answer_is_never_shown(site: Site, faces: Faces, launch: Callable[..., Any], tmp_path: Path) -> None:
+    """An identify answer that arrives after the kiosk moved on (a ticket was scanned meanwhile) is dropped:
+    the screen shows the decision for the ticket, never the older admit."""
+    site.enrol("Angelina Jolie", "T-JOLIE", [("Angelina_Jolie", 1), ("Angelina_Jolie", 2)])
+    held: list[Any] = []
+    camera = make_y4m(faces.path("Tony_Blair", 5), tmp_path / "blair.y4m")
+    page = launch(camera).new_page(viewport={"width": 1024, "height": 768})
+    page.route("**/v1/gate/identify", lambda route: held.append(route))  # held: neither answered nor failed yet
+    page.goto(f"{site.url}/kiosk#key={site.gate_token}")
+    wait_state(page, "checking", timeout=20_000)
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1
+    late = held[0].fetch()  # the real gateway's answer to that frame: an admit
+    assert late.json()["decision"] == "admit"
+    page.fill("#ticket", "T-JOLIE")  # someone else's ticket: 1:1 must deny this face
+    page.press("#ticket", "Enter")
+    assert wait_state(page, "admit", "deny", "unknown") == "deny"
+    held[0].fulfill(response=late)  # the old admit arrives now
+    page.wait_for_timeout(700)
+    assert page.evaluate("document.body.dataset.state") == "deny"
+    assert page.locator("#result").get_attribute("data-reason") == "face_mismatch"
+    assert "Welcome" not in page.locator("#result").inner_text()
