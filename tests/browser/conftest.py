@@ -149,11 +149,12 @@ def playwright_driver() -> Iterator[Any]:
 
 @pytest.fixture
 def launch(playwright_driver: Any, tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """launch(camera=<y4m or None>, camera_allowed=True) -> a Chromium browser; closed after the test."""
+    """launch(camera=<y4m or None>, camera_allowed=True, has_camera=True) -> a Chromium browser, closed after
+    the test. Without the fake device a headless Chromium has no camera at all."""
     browsers: list[Any] = []
 
-    def go(camera: Path | None = None, camera_allowed: bool = True) -> Any:
-        args = list(BASE_ARGS)
+    def go(camera: Path | None = None, camera_allowed: bool = True, has_camera: bool = True) -> Any:
+        args = [a for a in BASE_ARGS if has_camera or a != "--use-fake-device-for-media-stream"]
         if camera is not None:
             args.append(f"--use-file-for-fake-video-capture={camera}")
         if camera_allowed:

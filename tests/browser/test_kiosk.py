@@ -108,6 +108,30 @@ def test_camera_refused(site: Site, launch: Callable[..., Any], faces: Faces, tm
     assert "Camera access was refused" in page.locator("#problem").inner_text()
 
 
+def test_no_camera(site: Site, launch: Callable[..., Any]) -> None:
+    page = kiosk(launch(has_camera=False), site)
+    assert wait_state(page, "camera-missing", "camera-error", timeout=15_000) in ("camera-missing", "camera-error")
+    assert page.locator("#problem").is_visible() and page.locator("#problem-retry").is_visible()
+
+
+def test_verify_only_event_asks_for_the_ticket(
+    stack: Stack, faces: Faces, launch: Callable[..., Any], tmp_path: Path
+) -> None:
+    site = new_site(stack, faces, mode="verify")
+    site.enrol("Tony Blair", "V-BLAIR", [("Tony_Blair", 2), ("Tony_Blair", 3)])
+    page = kiosk(launch(make_y4m(faces.path("Tony_Blair", 5), tmp_path / "blair.y4m")), site)
+    # the first frame's identify is refused (403 mode_not_allowed): from then on the kiosk waits for a ticket
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent === 'Scan or type your ticket'", timeout=60_000
+    )
+    page.wait_for_timeout(1500)
+    assert page.evaluate("document.body.dataset.state") == "ready" and log_rows(site) == []
+    assert page.evaluate("document.activeElement.id") == "ticket"  # a scanner's keystrokes land in the field
+    page.keyboard.type("V-BLAIR\n")
+    assert wait_state(page, "admit", "deny", "unknown") == "admit"
+    assert [(r["mode"], r["decision"]) for r in log_rows(site)] == [("verify", "admit")]
+
+
 def test_network_down_and_gateway_errors_then_recovery(
     site: Site, faces: Faces, launch: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -138,6 +138,7 @@ async function startCamera() {
   await video.play().catch(() => {});
   toIdle();
   startLoop();
+  $("ticket").focus(); // a USB or Bluetooth scanner types into the focused field
 }
 
 // --- capture loop ---------------------------------------------------------------------------------------------
