@@ -54,6 +54,7 @@ GATE_INTERVAL_S = 0.5  # each gate sends 2 frames/s
 ENROL_INTERVAL_S = 1.0
 RECOVERY_BOUND_S = 30.0  # generous: proves it recovers by itself; the target (5 s) is reported, not asserted
 STEADY_S = 3.0  # load kept on after recovery: it must stay recovered
+FAULT_BOUND_S = 300.0  # one fault, all told (an embedder restart alone may take its 180 s start limit)
 
 
 def make_stack(data_dir: Path, log_dir: Path) -> Stack:
@@ -287,6 +288,7 @@ class FaultReport:
     outage_ok: int
     all_503_while_down: bool  # before the restart began (a service may be ready a little before `back`)
     recovery_s: float
+    ready_by_s: float  # from "back" until the gateway's /readyz is 200 again
     failed_after_back: int  # requests sent after the component was back that still failed
     gate_failed_after_back: int
     wrong_admits: int
@@ -303,6 +305,7 @@ class FaultReport:
             "ok_during_outage": self.outage_ok,
             "all_503_while_down": self.all_503_while_down,
             "recovery_s": round(self.recovery_s, 2),
+            "ready_by_s": round(self.ready_by_s, 2),
             "failed_after_back": self.failed_after_back,
             "wrong_admits": self.wrong_admits,
             "errors": dict(self.errors),
@@ -318,22 +321,44 @@ def recovered_at(results: list[Result], back: float) -> float | None:
     return min(done) if done else None
 
 
+READINESS_CHECK = {"redis": "redis", "embedder": "embedder", "matcher": "matcher", "postgres": "database"}
+
+
+async def readiness(stack: Stack) -> tuple[int, dict[str, str]]:
+    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=CLIENT_TIMEOUT_S) as gw:
+        r = await gw.get("/readyz")
+    return r.status_code, r.json().get("checks", {})
+
+
+async def ready_again(stack: Stack, deadline: float) -> float:
+    while (ready := await readiness(stack))[0] != 200:
+        assert time.monotonic() < deadline, ready
+        await asyncio.sleep(0.1)
+    return time.monotonic()
+
+
 async def run_fault(
     stack: Stack, world: World, component: str, outage_s: float = 3.0
 ) -> tuple[FaultReport, list[Result]]:
-    async with Load(stack, world) as load:
+    async with asyncio.timeout(FAULT_BOUND_S), Load(stack, world) as load:
         await asyncio.sleep(2.0)  # steady state first
         await asyncio.to_thread(stack.kill, component)
         killed = time.monotonic()  # dead by now: what was sent earlier may still have been served
-        await asyncio.sleep(outage_s)
+        await asyncio.sleep(outage_s / 2)
+        # readiness tells the truth: the gateway is not ready, and says which dependency is missing
+        status, checks = await readiness(stack)
+        assert status == 503 and checks[READINESS_CHECK[component]] != "ok", (status, checks)
+        await asyncio.sleep(outage_s / 2)
         restarting = time.monotonic()
         await asyncio.to_thread(stack.restart, component)
         back = time.monotonic()
         deadline = back + RECOVERY_BOUND_S
+        ready = asyncio.create_task(ready_again(stack, deadline))  # and the gateway is ready again by itself
         while (rec := recovered_at(load.results, back)) is None or time.monotonic() < rec + STEADY_S:
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
+        ready_at = await ready
     results = load.results
     during = [r for r in results if r.sent >= killed and r.done <= back]
     down = [r for r in results if r.sent >= killed and r.done <= restarting]  # surely down all along
@@ -355,6 +380,7 @@ async def run_fault(
         outage_ok=sum(r.correct for r in during),
         all_503_while_down=all(r.status == 503 for r in down),
         recovery_s=(rec - back) if rec is not None else float("inf"),
+        ready_by_s=ready_at - back,
         failed_after_back=sum(r.sent >= back and not r.correct for r in results),
         gate_failed_after_back=sum(r.sent >= back and not r.correct and r.kind != "enrol" for r in results),
         wrong_admits=sum(r.wrong_admit for r in results),
@@ -455,9 +481,10 @@ async def test_no_enrolment_lost_no_half_enrolment(stack: Stack, world: World, r
             assert body["decision"] == "admit" and body["attendee_id"] == p.attendee_id, body
     # across the whole run, not one wrong admit
     assert not [r for r in world.results if r.wrong_admit]
-    print("\ncomponent | outage s | restart s | requests in outage (503 / ok) | wrong admits | recovery s")
+    print("\ncomponent | outage s | restart s | requests in outage (503 / ok) | wrong admits | recovery s | ready s")
     for row in REPORTS:
         print(
             f"{row['component']} | {row['outage_s']} | {row['restart_s']} | {row['requests_during_outage']} "
-            f"({row['503_during_outage']} / {row['ok_during_outage']}) | {row['wrong_admits']} | {row['recovery_s']}"
+            f"({row['503_during_outage']} / {row['ok_during_outage']}) | {row['wrong_admits']} | {row['recovery_s']} "
+            f"| {row['ready_by_s']}"
         )
