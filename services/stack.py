@@ -234,6 +234,9 @@ def run_stack(*, data_dir: str) -> int:
                 flush=True,
             )
         print(f"  postgres  {stack.database_url}\n  redis     {stack.redis_url}", flush=True)
+        if "gateway" in stack.procs:
+            gw = stack.url("gateway")
+            print(f"  console   {gw}/   (organiser key)\n  kiosk     {gw}/kiosk   (gate key)", flush=True)
         print("Ctrl-C stops everything; data stays for the next run.", flush=True)
         while not stop:
             for name, proc in stack.procs.items():
