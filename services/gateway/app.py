@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.common.db import install_database_error_handler, sqlalchemy_url
+from services.common.db import CONNECT_TIMEOUT_S, install_database_error_handler, sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.observability import install_observability
@@ -44,7 +44,7 @@ def build_engine(settings: GatewaySettings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_timeout=5.0,
         pool_pre_ping=True,
-        connect_args={"options": "-c jit=off -c statement_timeout=10000"},
+        connect_args={"options": "-c jit=off -c statement_timeout=10000", "connect_timeout": CONNECT_TIMEOUT_S},
     )
 
 

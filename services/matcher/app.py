@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.common.db import install_database_error_handler, sqlalchemy_url
+from services.common.db import CONNECT_TIMEOUT_S, install_database_error_handler, sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.observability import install_observability
 from services.matcher import store
@@ -42,7 +42,7 @@ def build_engine(settings: MatcherSettings, *, autocommit: bool = False) -> Asyn
         # prepare_threshold=None: no server-side prepared statements, so every search is planned with its
         # real LIMIT and vector (a generic plan may not pick the HNSW index) and one transaction-pooling
         # proxy in front of Postgres cannot break us.
-        connect_args={"options": options, "prepare_threshold": None},
+        connect_args={"options": options, "prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_S},
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
 
