@@ -72,7 +72,7 @@ def make_y4m(photo: Path, out: Path, frames: int = 30) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when tests/browser is done, not held through the rest of the suite
 def stack(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Iterator[Stack]:
     chromium_path()  # no browser: skip before paying for the stack
     data_dir = tmp_path_factory.mktemp("browser-stack")
@@ -140,7 +140,7 @@ def faces(faces_dir: Path) -> Faces:
     return Faces(faces_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra (make setup)")
     with sync_api.sync_playwright() as p:
@@ -161,11 +161,21 @@ def launch(playwright_driver: Any, tmp_path: Path) -> Iterator[Callable[..., Any
             args.append("--use-fake-ui-for-media-stream")  # answers the permission prompt with "allow"
         browser = playwright_driver.chromium.launch(executable_path=chromium_path(), args=args)
         browsers.append(browser)
+        new_page = browser.new_page
+
+        def watched_page(**kwargs: Any) -> Any:
+            page = new_page(**kwargs)
+            page.on("pageerror", lambda err: errors.append(f"{page.url}: {err}"))
+            return page
+
+        browser.new_page = watched_page
         return browser
 
+    errors: list[str] = []
     yield go
     for b in browsers:
         b.close()
+    assert errors == [], "uncaught JavaScript errors on the pages"
 
 
 @pytest.fixture
