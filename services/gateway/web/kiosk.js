@@ -323,6 +323,20 @@ window.addEventListener("online", () => {
   if (state.phase === "problem") state.retryAt = Date.now();
 });
 
+// A tablet that slept kept its timers frozen: whatever was on screen (or in flight) is stale when it wakes.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "hidden" || state.phase === "off" || !state.stream) return;
+  state.seq++;
+  clearTimeout(state.clearTimer);
+  $("result").hidden = true;
+  if (state.phase !== "problem") toIdle();
+});
+
+$("fullscreen").addEventListener("click", () => {
+  document.documentElement.requestFullscreen?.().catch(() => {});
+  $("ticket").focus();
+});
+
 // --- ticket ---------------------------------------------------------------------------------------------------
 
 function clearTicket() {
