@@ -203,9 +203,21 @@ async function drawReport(file, report) {
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   ctx.lineWidth = 3;
+  // a label on the photo itself: white on black, readable over any picture
+  const label = (text, x, y) => {
+    ctx.font = "bold 13px system-ui, sans-serif";
+    const w = ctx.measureText(text).width + 8;
+    const left = Math.max(0, Math.min(x, canvas.width - w));
+    const top = Math.max(0, Math.min(y, canvas.height - 18));
+    ctx.fillStyle = "rgb(0 0 0 / .75)";
+    ctx.fillRect(left, top, w, 18);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(text, left + 4, top + 13);
+  };
   for (const face of report.detections || []) {
     const bad = face.reasons.length > 0 || !report.passed;
-    ctx.strokeStyle = ctx.fillStyle = bad ? "#ff3b30" : "#34c759";
+    const colour = bad ? "#ff3b30" : "#34c759";
+    ctx.strokeStyle = ctx.fillStyle = colour;
     const b = face.box;
     ctx.strokeRect(b.x * scale, b.y * scale, b.width * scale, b.height * scale);
     for (const [x, y] of Object.values(face.landmarks)) {
@@ -213,7 +225,10 @@ async function drawReport(file, report) {
       ctx.arc(x * scale, y * scale, 3, 0, 2 * Math.PI);
       ctx.fill();
     }
+    if (face.reasons.length) label(reasonText(face.reasons[0]), b.x * scale, b.y * scale - 20);
   }
+  const imageReasons = report.reasons.filter((r) => !(report.detections || []).some((f) => f.reasons.includes(r)));
+  if (imageReasons.length) label(reasonText(imageReasons[0]), 6, canvas.height - 24);
   return canvas;
 }
 
