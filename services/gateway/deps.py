@@ -63,7 +63,9 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", description="an API
 
 
 async def get_principal(
-    request: Request, session: SessionDep, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+    request: Request,
+    session: SessionDep,
+    declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
