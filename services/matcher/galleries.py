@@ -285,10 +285,11 @@ async def _search_resident(
     version read. While the read is on its way, the copy's graph is already walked (speculatively: that
     answer is kept only if the copy was at the version Postgres then returns)."""
     n = k * settings.overfetch_per_attendee
-    ef = ef_search or settings.resident_ef_search
     pending = asyncio.ensure_future(store.read_gallery_meta(conn, event_id))
     early: tuple[ResidentGallery, int, list[Hit]] | None = None
     copy = residents.galleries.get(event_id)
+    large = copy is not None and copy.live > settings.hnsw_large_templates
+    ef = ef_search or (settings.resident_ef_search_large if large else settings.resident_ef_search)
     if copy is not None and len(embedding) == copy.dim:
         await asyncio.sleep(0)  # let the read go out first: Postgres answers it while the graph is walked
         with contextlib.suppress(Unprocessable):  # a bad embedding gets its 422 below, after the read
@@ -311,6 +312,8 @@ async def _search_resident(
     if early is not None and early[0] is res and early[1] == meta.version:
         hits = early[2]
     else:  # the copy caught up while the read was out: walk it now
+        large = res.live > settings.hnsw_large_templates
+        ef = ef_search or (settings.resident_ef_search_large if large else settings.resident_ef_search)
         hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, candidates=n, ef=ef)
     SEARCHES.labels("resident").inc()
     SEARCH_CANDIDATES.labels("resident").observe(n)

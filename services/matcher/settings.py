@@ -48,6 +48,8 @@ class MatcherSettings(BaseSettings):
     resident_ef_construction: int = Field(default=128, ge=4, le=2000)
     # Candidate list of a resident search; at least k * overfetch_per_attendee.
     resident_ef_search: int = Field(default=80, ge=1, le=2000)
+    # ... and above hnsw_large_templates, where face-like data needs a longer list (1M x 128: r@1 0.955 at 160)
+    resident_ef_search_large: int = Field(default=400, ge=1, le=2000)
     resident_build_threads: int = Field(default=2, ge=1)
     # A stale copy catches up in place when at most this many rows were added since its version (and few
     # were deleted); more, and it is rebuilt off to the side while Postgres answers.
