@@ -29,6 +29,8 @@ from services.common.observability import install_observability
 from services.gateway.api import attendees, events, gate, imports, keys, web
 from services.gateway.attendees import purge_idempotency_keys
 from services.gateway.auth import ensure_bootstrap_admin
+from services.gateway.bodylimit import BodyLimitMiddleware
+from services.gateway.bodylimit import limits as body_limits
 from services.gateway.cache import RedisBreaker, TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.imports import mark_interrupted
@@ -135,6 +137,7 @@ def create_app(
     install_database_error_handler(
         app, retry_after_s=settings.retry_after_s, code="dependency_unavailable", errors=[{"dependency": "database"}]
     )
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))  # inside observability's request id
     install_observability(app, service="gateway")
     for router in (keys.router, events.router, attendees.router, imports.router, gate.router, web.router):
         app.include_router(router)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 
 from services.common.errors import ERROR_RESPONSES, NotFound, PayloadTooLarge
 from services.gateway import events, imports
+from services.gateway.bodylimit import MAX_CSV_BYTES
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import ImportJobOut
 
@@ -36,7 +37,7 @@ async def start_import(
     """Check the CSV and zip, then enrol every row in the background; poll the job for progress."""
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
     rows, archive = imports.parse_import(
-        await _read(csv, 5 * 1024 * 1024, "the CSV"),
+        await _read(csv, MAX_CSV_BYTES, "the CSV"),
         await _read(photos, settings.import_max_zip_bytes, "the zip"),
         max_photos=settings.max_photos_per_request,
     )
