@@ -6,8 +6,8 @@ Revises: 0002
 The matcher keeps large galleries resident in memory (an hnswlib graph) to answer searches in well under a
 millisecond, with Postgres as the truth. Each search reads the gallery's `version` in its one round trip and
 uses the in-memory copy only if it is at that version; a stale copy catches up from the rows and tombstones
-stamped with a later version. Writers bump the version under the gallery row's lock, taken first in their
-transaction, so versions are handed out in commit order and "version > v" is exactly what changed since v.
+stamped with a later version. Writers take the next version under the gallery row's lock, taken first in their
+transaction, so a gallery's versions follow commit order and "version > v" is exactly what changed since v.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE matcher_galleries ADD COLUMN version bigint NOT NULL DEFAULT 0")
+    # One sequence for every gallery, so a version is never reused, not even by a gallery dropped and created
+    # again under the same event id: a copy of the old gallery can never pass for the new one.
+    op.execute("CREATE SEQUENCE matcher_versions")
+    op.execute("ALTER TABLE matcher_galleries ADD COLUMN version bigint NOT NULL DEFAULT nextval('matcher_versions')")
     # A constant default is a catalogue-only change, for existing partitions too.
     op.execute("ALTER TABLE face_templates ADD COLUMN version bigint NOT NULL DEFAULT 0")
     op.execute("CREATE INDEX face_templates_version_idx ON face_templates (event_id, version)")
@@ -42,3 +45,4 @@ def downgrade() -> None:
     op.execute("DROP INDEX IF EXISTS face_templates_version_idx")
     op.execute("ALTER TABLE face_templates DROP COLUMN IF EXISTS version")
     op.execute("ALTER TABLE matcher_galleries DROP COLUMN IF EXISTS version")
+    op.execute("DROP SEQUENCE IF EXISTS matcher_versions")

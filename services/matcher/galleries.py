@@ -172,10 +172,10 @@ async def add_templates(
     if version is None:  # dropped between our read and the lock
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     try:
-        await store.insert_templates(session, event_id, rows=rows, version=version + 1)
+        await store.insert_templates(session, event_id, rows=rows, version=version)
     except ProgrammingError as exc:  # the partition is gone though the registry row was there
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
-    await store.commit_change(session, event_id, version=version + 1, delta=len(rows))
+    await store.commit_change(session, event_id, version=version, delta=len(rows))
     CACHE.invalidate(event_id)
     return [r[0] for r in rows]
 
@@ -194,9 +194,9 @@ async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_i
     version = await store.lock_gallery(session, event_id)
     if version is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-    deleted = await store.delete_attendee(session, event_id, attendee_id, version=version + 1)
+    deleted = await store.delete_attendee(session, event_id, attendee_id, version=version)
     if deleted:  # a no-op delete leaves the version alone, so resident copies stay current
-        await store.commit_change(session, event_id, version=version + 1, delta=-deleted)
+        await store.commit_change(session, event_id, version=version, delta=-deleted)
     CACHE.invalidate(event_id)
     return deleted
 

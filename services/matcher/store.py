@@ -147,14 +147,19 @@ async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> None:
 
 
 async def lock_gallery(session: AsyncSession, event_id: uuid.UUID) -> int | None:
-    """Take the gallery row's lock first thing in a write, and return its version (None: no such gallery).
+    """Take the gallery row's lock first thing in a write, and return the version this write will publish
+    (None: no such gallery).
 
-    Writers of one gallery queue here, so the versions they hand out (`commit_change`) follow commit order:
-    a reader that sees version v sees every change stamped <= v and none above (see migration 0003).
+    Writers of one gallery queue here and draw from one sequence under the lock, so a gallery's versions follow
+    commit order: a reader that sees version v sees every change stamped <= v and none above (migration 0003).
     """
     row = (
         await session.execute(
-            text("SELECT version FROM matcher_galleries WHERE event_id = :e FOR UPDATE"), {"e": event_id}
+            text(
+                "SELECT nextval('matcher_versions') FROM"
+                " (SELECT 1 FROM matcher_galleries WHERE event_id = :e FOR UPDATE) locked"
+            ),
+            {"e": event_id},
         )
     ).one_or_none()
     return int(row[0]) if row else None

@@ -183,3 +183,25 @@ async def test_resident_copies_keep_events_apart_and_check_the_model(replicas) -
         f"/v1/galleries/{one}/search", json={"model_id": "dlib-resnet-128", "embedding": [0.1] * 128, "k": 1}
     )
     assert r.status_code == 422 and r.json()["code"] == "model_mismatch"
+
+
+async def test_a_gallery_created_again_under_the_same_event_is_never_answered_from_the_old_copy(replicas) -> None:
+    """Versions come from one sequence: the new gallery's history can never line up with the old copy's."""
+    (app, a), b = replicas
+    rng = np.random.default_rng(16)
+    owners, vecs, _ = face_like(rng)
+    event = await make_gallery(b, owners, vecs)
+    old = await resident_search(app, a, event, vecs[0])
+    assert old["matches"][0]["attendee_id"] == str(owners[0])
+
+    # Dropped and created again through B with other people and the same number of writes.
+    assert (await b.delete(f"/v1/galleries/{event}")).status_code == 200
+    others = [uuid.uuid4() for _ in owners]
+    assert (await b.put(f"/v1/galleries/{event}", json={"model_id": MODEL})).status_code == 200
+    for lo in range(0, len(vecs), 100):
+        body = {"templates": [template(p, v) for p, v in zip(others[lo : lo + 100], vecs[lo : lo + 100], strict=True)]}
+        assert (await b.post(f"/v1/galleries/{event}/templates", json=body)).status_code == 201
+    now = await search(a, event, vecs[0])
+    assert {m["attendee_id"] for m in now["matches"]} <= set(map(str, others)), now
+    again = await resident_search(app, a, event, vecs[0])
+    assert again["matches"][0]["attendee_id"] == str(others[0])
