@@ -113,13 +113,15 @@ class ResidentGallery:
         owners = self.owner[labels]
         _, first = np.unique(owners, return_index=True)
         first.sort()  # candidates arrive nearest first, so each attendee's first label is its best
+        best = first[:k]
+        ids = self.template_ids[labels[best]].tobytes()  # one gather, then plain Python (no NumPy scalars)
         return [
             Hit(
-                attendee_id=self.attendees[owners[i]],
-                template_id=uuid.UUID(bytes=self.template_ids[labels[i]].tobytes()),
-                distance=max(0.0, float(dists[i])),  # 1 - dot can round to -1e-7 for an identical vector
+                attendee_id=self.attendees[owner],
+                template_id=uuid.UUID(bytes=ids[16 * j : 16 * j + 16]),
+                distance=max(0.0, d),  # 1 - dot can round to -1e-7 for an identical vector
             )
-            for i in first[:k]
+            for j, (owner, d) in enumerate(zip(owners[best].tolist(), dists[best].tolist(), strict=True))
         ]
 
 
