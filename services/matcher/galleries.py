@@ -284,7 +284,6 @@ async def _search_resident(
     """The gallery row is read in this search's one round trip; the resident copy answers only if it is at the
     version read. While the read is on its way, the copy's graph is already walked (speculatively: that
     answer is kept only if the copy was at the version Postgres then returns)."""
-    n = k * settings.overfetch_per_attendee
     pending = asyncio.ensure_future(store.read_gallery_meta(conn, event_id))
     early: tuple[ResidentGallery, int, list[Hit]] | None = None
     copy = residents.galleries.get(event_id)
@@ -295,7 +294,7 @@ async def _search_resident(
         with contextlib.suppress(Unprocessable):  # a bad embedding gets its 422 below, after the read
             query = unit_vector(embedding, dim=copy.dim)
             # synchronous: no catch-up can change the copy between reading its version and the walk
-            early = (copy, copy.version, copy.search(query, k=k, candidates=n, ef=ef))
+            early = (copy, copy.version, copy.search(query, k=k, ef=ef))
     meta = await pending
     if meta is None:
         residents.forget(event_id)
@@ -314,9 +313,9 @@ async def _search_resident(
     else:  # the copy caught up while the read was out: walk it now
         large = res.live > settings.hnsw_large_templates
         ef = ef_search or (settings.resident_ef_search_large if large else settings.resident_ef_search)
-        hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, candidates=n, ef=ef)
+        hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, ef=ef)
     SEARCHES.labels("resident").inc()
-    SEARCH_CANDIDATES.labels("resident").observe(n)
+    SEARCH_CANDIDATES.labels("resident").observe(ef)
     return SearchResult(
         matches=[Match(attendee_id=h.attendee_id, template_id=h.template_id, distance=h.distance) for h in hits],
         mode="resident",

@@ -100,18 +100,23 @@ class ResidentGallery:
                     self.index.mark_deleted(int(label))
                     self.deleted += 1
 
-    def search(self, query: np.ndarray, *, k: int, candidates: int, ef: int) -> list[Hit]:
-        """Top-k attendees by their best template among the `candidates` nearest templates (exact distances
-        of the graph's candidates; grouping keeps each attendee's first, i.e. nearest, template)."""
+    def search(self, query: np.ndarray, *, k: int, ef: int) -> list[Hit]:
+        """Top-k attendees by their best template among the graph's `ef` nearest templates (distances exact;
+        grouping keeps each attendee's first, i.e. nearest, template). As in pgvector, the candidate list is
+        the search list; if its templates hold fewer than k attendees, the list doubles until they do."""
         self.last_used = time.monotonic()
-        n = min(candidates, self.live)
-        if n <= 0:
-            return []
-        self.index.set_ef(max(ef, n))
-        labels, dists = self.index.knn_query(query, k=n)
-        labels, dists = labels[0], dists[0]
-        owners = self.owner[labels]
-        _, first = np.unique(owners, return_index=True)
+        n = min(ef, self.live)
+        while True:
+            if n <= 0:
+                return []
+            self.index.set_ef(n)
+            labels, dists = self.index.knn_query(query, k=n)
+            labels, dists = labels[0], dists[0]
+            owners = self.owner[labels]
+            _, first = np.unique(owners, return_index=True)
+            if len(first) >= k or n >= self.live:
+                break
+            n = min(2 * n, self.live)
         first.sort()  # candidates arrive nearest first, so each attendee's first label is its best
         best = first[:k]
         ids = self.template_ids[labels[best]].tobytes()  # one gather, then plain Python (no NumPy scalars)

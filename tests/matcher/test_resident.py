@@ -205,3 +205,20 @@ async def test_a_gallery_created_again_under_the_same_event_is_never_answered_fr
     assert {m["attendee_id"] for m in now["matches"]} <= set(map(str, others)), now
     again = await resident_search(app, a, event, vecs[0])
     assert again["matches"][0]["attendee_id"] == str(others[0])
+
+
+async def test_one_attendee_with_more_templates_than_the_list_still_leaves_room_for_k(replicas) -> None:
+    """The candidate list doubles until its templates hold k attendees (here one attendee fills the first one)."""
+    (app, a), _ = replicas
+    rng = np.random.default_rng(17)
+    owners, vecs, _ = face_like(rng)
+    q = unit(rng, 1)[0]
+    crowd = uuid.uuid4()
+    near = q + rng.standard_normal((200, DIM)).astype(np.float32) * (0.05 / np.sqrt(DIM))
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    event = await make_gallery(a, owners + [crowd] * 200, np.vstack([vecs, near]))
+    got = await resident_search(app, a, event, q)
+    assert [m["attendee_id"] for m in got["matches"]][:1] == [str(crowd)]
+    assert len({m["attendee_id"] for m in got["matches"]}) == 5
+    want = exact(owners + [crowd] * 200, np.vstack([vecs, near]), q, 5)
+    assert [m["attendee_id"] for m in got["matches"]] == [w[0] for w in want]
