@@ -26,6 +26,7 @@ from services.common.db import CONNECT_TIMEOUT_S, install_database_error_handler
 from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.observability import install_observability
+from services.gateway import multipart
 from services.gateway.api import attendees, events, gate, imports, keys, web
 from services.gateway.attendees import purge_idempotency_keys
 from services.gateway.auth import ensure_bootstrap_admin
@@ -133,6 +134,7 @@ def create_app(
     app = FastAPI(title="facegate gateway", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    multipart.install()  # form text fields that are not valid UTF-8: 400, not mojibake
     # Postgres down is a dependency down like the others: 503 dependency_unavailable, never a 500.
     install_database_error_handler(
         app, retry_after_s=settings.retry_after_s, code="dependency_unavailable", errors=[{"dependency": "database"}]
