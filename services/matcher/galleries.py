@@ -116,10 +116,10 @@ async def _require(session: AsyncSession, event_id: uuid.UUID, *, for_update: bo
     return row
 
 
-def _check_model(row: store.GalleryRow, model_id: str) -> None:
-    if model_id != row.model_id:
+def _check_model(event_id: uuid.UUID, pinned: str, model_id: str) -> None:
+    if model_id != pinned:
         raise Unprocessable(
-            f"gallery {row.event_id} is pinned to model {row.model_id!r}, not {model_id!r}", code="model_mismatch"
+            f"gallery {event_id} is pinned to model {pinned!r}, not {model_id!r}", code="model_mismatch"
         )
 
 
@@ -163,7 +163,7 @@ async def add_templates(
     row = await _require(session, event_id)
     rows: list[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]] = []
     for i, t in enumerate(templates):
-        _check_model(row, t.model_id)
+        _check_model(event_id, row.model_id, t.model_id)
         vec = unit_vector(t.embedding, dim=row.dim, field=f"templates[{i}].embedding")
         if t.quality is not None and not math.isfinite(t.quality):
             raise Unprocessable(f"templates[{i}].quality is not finite", code="invalid_quality")
@@ -210,7 +210,7 @@ async def attendee_distance(
     embedding: Sequence[float],
 ) -> AttendeeDistance:
     row = await _require(session, event_id)
-    _check_model(row, model_id)
+    _check_model(event_id, row.model_id, model_id)
     query = unit_vector(embedding, dim=row.dim)
     found = await store.attendee_distances(session, event_id, attendee_id, query=query)
     if not found:
@@ -304,10 +304,7 @@ async def _search_resident(
     res = residents.current(event_id, meta)
     if res is None:
         return await _search(conn, event_id, meta, model_id, embedding, k, settings, None, ef_search)
-    if model_id != meta.model_id:
-        raise Unprocessable(
-            f"gallery {event_id} is pinned to model {meta.model_id!r}, not {model_id!r}", code="model_mismatch"
-        )
+    _check_model(event_id, meta.model_id, model_id)
     if early is not None and early[0] is res and early[1] == meta.version:
         hits = early[2]
     else:  # the copy caught up while the read was out: walk it now
@@ -333,10 +330,7 @@ async def _search(
     mode: Mode | None,
     ef_search: int | None,
 ) -> SearchResult:
-    if model_id != meta.model_id:
-        raise Unprocessable(
-            f"gallery {event_id} is pinned to model {meta.model_id!r}, not {model_id!r}", code="model_mismatch"
-        )
+    _check_model(event_id, meta.model_id, model_id)
     query = unit_vector(embedding, dim=meta.dim)
     chosen: Mode = mode or search_mode(meta.templates, settings)
     if chosen == "hnsw":

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from services.stack import Stack
-from tests.e2e.test_stack import free_port
 from tests.gateway.conftest import Faces
+from tests.stacks import new_stack, open_event
 
 CHROMIUM = os.environ.get("FACEGATE_CHROMIUM", "/usr/bin/chromium")
 ADMIN = "fg_browser-admin-" + uuid.uuid4().hex
@@ -76,12 +76,7 @@ def make_y4m(photo: Path, out: Path, frames: int = 30) -> Path:
 def stack(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Iterator[Stack]:
     chromium_path()  # no browser: skip before paying for the stack
     data_dir = tmp_path_factory.mktemp("browser-stack")
-    s = Stack(
-        data_dir=data_dir,
-        ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
-        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": ADMIN},
-        log_dir=data_dir / "logs",
-    )
+    s = new_stack(data_dir, admin_key=ADMIN)
     try:
         s.start()
         yield s
@@ -121,18 +116,15 @@ class Site:
 
 
 def new_site(stack: Stack, faces: Faces, **event: Any) -> Site:
+    v = open_event(
+        stack,
+        ADMIN,
+        organiser="browser organiser",
+        event={"name": "Browser Arena", "mode": "both", **event},
+        gate="north gate 1",
+    )
     url = stack.url("gateway")
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60) as admin:
-        r = admin.post("/v1/keys", json={"name": "browser organiser", "role": "organiser"})
-        assert r.status_code == 201, r.text
-        org = r.json()["token"]
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {org}"}, timeout=60) as o:
-        r = o.post("/v1/events", json={"name": "Browser Arena", "mode": "both", **event})
-        assert r.status_code == 201, r.text
-        event_id = r.json()["id"]
-        r = o.post("/v1/keys", json={"name": "north gate 1", "role": "gate", "event_id": event_id})
-        assert r.status_code == 201, r.text
-    return Site(url=url, org_token=org, event_id=event_id, gate_token=r.json()["token"], faces=faces)
+    return Site(url=url, org_token=v.org_token, event_id=v.event_id, gate_token=v.gate_token, faces=faces)
 
 
 @pytest.fixture(scope="session")

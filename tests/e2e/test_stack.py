@@ -8,7 +8,6 @@ A restart on the same data folder proves enrolments persist between runs.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 
 from services.stack import Stack
 from tests.gateway.conftest import Faces, enrol, identify, verify
+from tests.stacks import new_stack, open_event
 
 ADMIN = "fg_e2e-admin-" + uuid.uuid4().hex
 ENROLLED = [
@@ -29,25 +29,14 @@ ENROLLED = [
 STRANGERS = ["Madonna", "Mindy_Kaling", "Kit_Harington", "Alex_Lacamoire", "Elton_John", "Ben_Affleck"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("stack")
 
 
 def make_stack(data_dir: Path) -> Stack:
-    return Stack(
-        data_dir=data_dir,
-        ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
-        # One gate key drives every frame here, far faster than a turnstile's 1 frame/s: lift its rate limit.
-        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": ADMIN, "FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND": "10000"},
-        log_dir=data_dir / "logs",
-    )
+    # One gate key drives every frame here, far faster than a turnstile's 1 frame/s: lift its rate limit.
+    return new_stack(data_dir, admin_key=ADMIN, FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND="10000")
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +55,11 @@ def client(stack: Stack, token: str) -> httpx.AsyncClient:
 
 async def test_stack_end_to_end(stack: Stack, faces_dir: Path, data_dir: Path, record_property) -> None:
     faces = Faces(faces_dir)
-    async with client(stack, ADMIN) as admin:
-        r = await admin.post("/v1/keys", json={"name": "e2e organiser", "role": "organiser"})
-        assert r.status_code == 201, r.text
-        org_token = r.json()["token"]
-    async with client(stack, org_token) as org:
-        r = await org.post("/v1/events", json={"name": "E2E Arena", "mode": "both", "allow_reentry": True})
-        assert r.status_code == 201, r.text
-        event_id = r.json()["id"]
-        r = await org.post("/v1/keys", json={"name": "north gate", "role": "gate", "event_id": event_id})
-        assert r.status_code == 201, r.text
-        gate_token = r.json()["token"]
-
+    venue = open_event(
+        stack, ADMIN, organiser="e2e organiser", event={"name": "E2E Arena", "mode": "both", "allow_reentry": True}
+    )
+    event_id, gate_token = venue.event_id, venue.gate_token
+    async with client(stack, venue.org_token) as org:
         enrolled: dict[str, tuple[str, list[int]]] = {}  # person -> (attendee id, held-back photo numbers)
         for person in ENROLLED:
             numbers = sorted(int(p.stem) for p in (faces_dir / "dev" / person).glob("*.jpg"))

@@ -33,8 +33,8 @@ import httpx
 import pytest
 
 from services.stack import Stack
-from tests.e2e.test_stack import free_port
 from tests.gateway.conftest import Faces, enrol, identify, verify
+from tests.stacks import new_stack, open_event
 
 pytestmark = pytest.mark.faults
 
@@ -58,13 +58,8 @@ FAULT_BOUND_S = 300.0  # one fault, all told (an embedder restart alone may take
 
 
 def make_stack(data_dir: Path, log_dir: Path) -> Stack:
-    return Stack(
-        data_dir=data_dir,
-        ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
-        # Three gate clients share one key at 6 frames/s: lift the per-key rate limit.
-        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": ADMIN, "FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND": "10000"},
-        log_dir=log_dir,
-    )
+    # Three gate clients share one key at 6 frames/s: lift the per-key rate limit.
+    return new_stack(data_dir, admin_key=ADMIN, log_dir=log_dir, FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND="10000")
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +118,15 @@ async def enrol_first_accepted(
 @pytest.fixture(scope="module")
 async def world(stack: Stack, faces_dir: Path) -> World:
     faces = Faces(faces_dir)
-    async with client(stack, ADMIN) as admin:
-        r = await admin.post("/v1/keys", json={"name": "faults organiser", "role": "organiser"})
-        assert r.status_code == 201, r.text
-        org_token = r.json()["token"]
+    venue = open_event(
+        stack,
+        ADMIN,
+        organiser="faults organiser",
+        event={"name": "Faults Arena", "mode": "both", "allow_reentry": True},
+        gate="gates",
+    )
+    org_token, event_id, gate_token = venue.org_token, venue.event_id, venue.gate_token
     async with client(stack, org_token) as org:
-        r = await org.post("/v1/events", json={"name": "Faults Arena", "mode": "both", "allow_reentry": True})
-        assert r.status_code == 201, r.text
-        event_id = r.json()["id"]
-        r = await org.post("/v1/keys", json={"name": "gates", "role": "gate", "event_id": event_id})
-        assert r.status_code == 201, r.text
-        gate_token = r.json()["token"]
         people = [await enrol_first_accepted(org, event_id, faces, p, f"G-{p}") for p in GATE_PEOPLE]
         revoked = await enrol_first_accepted(org, event_id, faces, REVOKED, f"G-{REVOKED}")
         assert revoked is not None and all(p is not None for p in people), "could not enrol the gate people"
