@@ -271,6 +271,14 @@ async def search(
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
 
 
+def _resident_ef(copy: ResidentGallery, settings: MatcherSettings, ef_search: int | None) -> int:
+    """The candidate list: the caller's, or the setting for the copy's size (longer above hnsw_large_templates)."""
+    if ef_search:
+        return ef_search
+    large = copy.live > settings.hnsw_large_templates
+    return settings.resident_ef_search_large if large else settings.resident_ef_search
+
+
 async def _search_resident(
     conn: AsyncConnection,
     event_id: uuid.UUID,
@@ -287,14 +295,12 @@ async def _search_resident(
     pending = asyncio.ensure_future(store.read_gallery_meta(conn, event_id))
     early: tuple[ResidentGallery, int, list[Hit]] | None = None
     copy = residents.galleries.get(event_id)
-    large = copy is not None and copy.live > settings.hnsw_large_templates
-    ef = ef_search or (settings.resident_ef_search_large if large else settings.resident_ef_search)
     if copy is not None and len(embedding) == copy.dim:
         await asyncio.sleep(0)  # let the read go out first: Postgres answers it while the graph is walked
         with contextlib.suppress(Unprocessable):  # a bad embedding gets its 422 below, after the read
             query = unit_vector(embedding, dim=copy.dim)
             # synchronous: no catch-up can change the copy between reading its version and the walk
-            early = (copy, copy.version, copy.search(query, k=k, ef=ef))
+            early = (copy, copy.version, copy.search(query, k=k, ef=_resident_ef(copy, settings, ef_search)))
     meta = await pending
     if meta is None:
         residents.forget(event_id)
@@ -308,11 +314,9 @@ async def _search_resident(
     if early is not None and early[0] is res and early[1] == meta.version:
         hits = early[2]
     else:  # the copy caught up while the read was out: walk it now
-        large = res.live > settings.hnsw_large_templates
-        ef = ef_search or (settings.resident_ef_search_large if large else settings.resident_ef_search)
-        hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, ef=ef)
+        hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, ef=_resident_ef(res, settings, ef_search))
     SEARCHES.labels("resident").inc()
-    SEARCH_CANDIDATES.labels("resident").observe(ef)
+    SEARCH_CANDIDATES.labels("resident").observe(_resident_ef(res, settings, ef_search))
     return SearchResult(
         matches=[Match(attendee_id=h.attendee_id, template_id=h.template_id, distance=h.distance) for h in hits],
         mode="resident",

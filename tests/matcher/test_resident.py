@@ -41,8 +41,10 @@ def face_like(rng: np.random.Generator) -> tuple[list[uuid.UUID], np.ndarray, np
     return [people[i // PER] for i in range(PEOPLE * PER)], vecs, centres
 
 
-async def make_gallery(client: httpx.AsyncClient, owners: list[uuid.UUID], vecs: np.ndarray) -> uuid.UUID:
-    event = uuid.uuid4()
+async def make_gallery(
+    client: httpx.AsyncClient, owners: list[uuid.UUID], vecs: np.ndarray, event: uuid.UUID | None = None
+) -> uuid.UUID:
+    event = event or uuid.uuid4()
     assert (await client.put(f"/v1/galleries/{event}", json={"model_id": MODEL})).status_code == 200
     for lo in range(0, len(vecs), 100):
         body = {"templates": [template(a, v) for a, v in zip(owners[lo : lo + 100], vecs[lo : lo + 100], strict=True)]}
@@ -197,10 +199,7 @@ async def test_a_gallery_created_again_under_the_same_event_is_never_answered_fr
     # Dropped and created again through B with other people and the same number of writes.
     assert (await b.delete(f"/v1/galleries/{event}")).status_code == 200
     others = [uuid.uuid4() for _ in owners]
-    assert (await b.put(f"/v1/galleries/{event}", json={"model_id": MODEL})).status_code == 200
-    for lo in range(0, len(vecs), 100):
-        body = {"templates": [template(p, v) for p, v in zip(others[lo : lo + 100], vecs[lo : lo + 100], strict=True)]}
-        assert (await b.post(f"/v1/galleries/{event}/templates", json=body)).status_code == 201
+    await make_gallery(b, others, vecs, event=event)
     now = await search(a, event, vecs[0])
     assert {m["attendee_id"] for m in now["matches"]} <= set(map(str, others)), now
     again = await resident_search(app, a, event, vecs[0])
