@@ -3,7 +3,7 @@
 Not a test. For each gallery size and dimension it generates face-like embeddings (identity centres with an
 anisotropic spectrum plus per-capture noise, unit length, `--per-identity` templates each), loads them into
 a real gallery partition (COPY, then CREATE INDEX so the build is timed alone), and measures through the
-matcher's own search code (`services.matcher.galleries.search` on the autocommit search engine: cached gallery
+matcher's own search code (`services.matcher.galleries.search` on the search pool's connections: cached gallery
 lookup, session GUCs set only when they change, one statement, grouping):
 
 - index build time and size (HNSW on the partition, parallel build, maintenance_work_mem sized to the graph)
@@ -40,11 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
 from services.matcher import galleries, store  # noqa: E402
-from services.matcher.app import build_engine  # noqa: E402
+from services.matcher.app import build_engine, build_search_pool  # noqa: E402
 from services.matcher.resident import Residents  # noqa: E402
+from services.matcher.searchpool import SearchPool  # noqa: E402
 from services.matcher.settings import MatcherSettings  # noqa: E402
 
 MODEL_BY_DIM = {512: "facenet-casia-512", 128: "dlib-resnet-128"}
@@ -249,7 +250,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def measure(
-    search_engine: AsyncEngine,
+    search_pool: SearchPool,
     sm: async_sessionmaker[AsyncSession] | None,
     settings: MatcherSettings,
     event_id: uuid.UUID,
@@ -268,7 +269,7 @@ async def measure(
 
     async def one(q: np.ndarray) -> galleries.SearchResult:
         if residents is not None:  # mode "resident": the service's own path, version read included
-            async with search_engine.connect() as conn:
+            async with search_pool.connection() as conn:
                 r = await galleries.search(
                     conn,
                     event_id,
@@ -295,7 +296,7 @@ async def measure(
                 )
                 await session.rollback()
                 return r
-        async with search_engine.connect() as conn:
+        async with search_pool.connection() as conn:
             return await galleries.search(
                 conn,
                 event_id,
@@ -365,7 +366,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
     print(f"[{dim}d {size:,}] generated in {time.perf_counter() - t0:.1f}s", flush=True)
 
     engine = build_engine(settings)
-    search_engine = build_engine(settings, autocommit=True)
+    search_pool = build_search_pool(settings)
     sm = async_sessionmaker(engine, expire_on_commit=False)
     paths = [None, sm] if args.legacy else [None]
     event_id = uuid.uuid4()
@@ -438,7 +439,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
         n_exact = args.queries if size <= 100_000 else min(args.queries, 30)
         for clients, path in [(c, p) for c in args.clients for p in paths]:
             run = await measure(
-                search_engine,
+                search_pool,
                 path,
                 settings,
                 event_id,
@@ -457,7 +458,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             for ef in args.ef_search:
                 for clients, path in [(c, p) for c in args.clients for p in paths]:
                     run = await measure(
-                        search_engine,
+                        search_pool,
                         path,
                         settings,
                         event_id,
@@ -484,7 +485,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             )
             residents = Residents(rset)
             t0 = time.perf_counter()
-            async with search_engine.connect() as conn:  # the first search schedules the load
+            async with search_pool.connection() as conn:  # the first search schedules the load
                 await galleries.search(
                     conn, event_id, model_id=model_id, embedding=qs[0], k=10, settings=rset, residents=residents
                 )
@@ -496,7 +497,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             for ef in args.resident_ef:
                 for clients in args.clients:
                     run = await measure(
-                        search_engine,
+                        search_pool,
                         None,
                         rset,
                         event_id,
@@ -520,7 +521,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             async with sm() as session:
                 await galleries.drop_gallery(session, event_id)
                 await session.commit()
-        await search_engine.dispose()
+        await search_pool.close()
         await engine.dispose()
 
 

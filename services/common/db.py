@@ -17,12 +17,21 @@ log = logging.getLogger("facegate.db")
 CONNECT_TIMEOUT_S = 3
 
 
+class PoolExhausted(TimeoutError):
+    """No pooled connection came free in time (a pool of our own; SQLAlchemy raises its TimeoutError)."""
+
+
 def sqlalchemy_url(url: str) -> str:
     """Accept plain `postgresql://` URLs (pgserver, libpq style) and select the psycopg 3 driver."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError(f"not a PostgreSQL URL: {url.split('://', 1)[0]}://...")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for psycopg itself (code that connects without SQLAlchemy)."""
+    return "postgresql://" + sqlalchemy_url(url).removeprefix("postgresql+psycopg://")
 
 
 def lost_connection(exc: BaseException) -> bool:
@@ -53,18 +62,20 @@ def install_database_error_handler(
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", str(exc).splitlines()[0][:300])
-        if on_lost_connection is not None and not isinstance(exc, sa_exc.TimeoutError) and lost_connection(exc):
+        busy = isinstance(exc, (sa_exc.TimeoutError, PoolExhausted))  # a full pool, not a lost connection
+        if on_lost_connection is not None and not busy and lost_connection(exc):
             await on_lost_connection()
         body = ErrorResponse(code=code, detail="the database is unavailable, try again later", errors=errors)
         return error_response(request, 503, body, {"Retry-After": str(retry_after_s)})
 
     # OperationalError: connection refused or lost, server starting up or shutting down, statement timeout;
-    # InterfaceError: a connection already closed; TimeoutError: no pooled connection in time. The psycopg
-    # classes are for code that talks to the driver connection directly (SQLAlchemy does not wrap those).
+    # InterfaceError: a connection already closed; TimeoutError, PoolExhausted: no pooled connection in time.
+    # The psycopg classes are for code that talks to psycopg directly (SQLAlchemy does not wrap those).
     for cls in (
         sa_exc.OperationalError,
         sa_exc.InterfaceError,
         sa_exc.TimeoutError,
+        PoolExhausted,
         psycopg.OperationalError,
         psycopg.InterfaceError,
     ):

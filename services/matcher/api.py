@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.errors import ERROR_RESPONSES
 from services.common.health import Health
@@ -28,6 +28,7 @@ from services.contracts.matcher import (
     TemplatesCreated,
 )
 from services.matcher import galleries, store
+from services.matcher.searchpool import SearchConnection
 from services.matcher.settings import MatcherSettings
 
 
@@ -55,15 +56,15 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
-async def _search_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection of the search engine (see `store.search_on`): no transaction to commit."""
-    async with request.app.state.search_engine.connect() as conn:
+async def _search_connection(request: Request) -> AsyncIterator[SearchConnection]:
+    """A connection of the search pool (autocommit, see `searchpool`): no transaction to commit."""
+    async with request.app.state.search_pool.connection() as conn:
         yield conn
 
 
 SettingsDep = Annotated[MatcherSettings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
-SearchConnDep = Annotated[AsyncConnection, Depends(_search_connection, scope="function")]
+SearchConnDep = Annotated[SearchConnection, Depends(_search_connection, scope="function")]
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=ERROR_RESPONSES)
 ops_router = APIRouter(tags=["ops"])

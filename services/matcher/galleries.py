@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import psycopg.errors
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.matcher import TemplateIn
@@ -27,6 +27,7 @@ from services.contracts.models import get_model
 from services.matcher import store
 from services.matcher.metrics import SEARCH_CANDIDATES, SEARCHES
 from services.matcher.resident import Hit, ResidentGallery, Residents
+from services.matcher.searchpool import SearchConnection
 from services.matcher.settings import MatcherSettings
 
 Mode = Literal["exact", "hnsw"]  # what the gallery's size picks in Postgres
@@ -234,7 +235,7 @@ def best_per_attendee(neighbours: Sequence[store.Neighbour], k: int) -> list[Mat
 
 
 async def search(
-    conn: AsyncConnection,
+    conn: SearchConnection,
     event_id: uuid.UUID,
     *,
     model_id: str,
@@ -247,7 +248,7 @@ async def search(
 ) -> SearchResult:
     """Top-k attendees by their best template's cosine distance, nearest first.
 
-    `conn` is an autocommit connection of the search engine (`app.build_engine(..., autocommit=True)`).
+    `conn` is a connection of the search pool (`searchpool`: autocommit, session-level search settings).
     `mode`/`ef_search` override the gallery's size-based choice (benchmarks and tests use them). With
     `residents`, a gallery searched by HNSW is answered from its resident copy when that copy is at the
     version read in this search's round trip (the gallery cache is bypassed: the read is the freshness check).
@@ -280,7 +281,7 @@ def _resident_ef(copy: ResidentGallery, settings: MatcherSettings, ef_search: in
 
 
 async def _search_resident(
-    conn: AsyncConnection,
+    conn: SearchConnection,
     event_id: uuid.UUID,
     model_id: str,
     embedding: Sequence[float] | np.ndarray,
@@ -324,7 +325,7 @@ async def _search_resident(
 
 
 async def _search(
-    conn: AsyncConnection,
+    conn: SearchConnection,
     event_id: uuid.UUID,
     meta: store.GalleryMeta,
     model_id: str,

@@ -26,6 +26,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector_async
 
+from services.common.db import CONNECT_TIMEOUT_S, libpq_url
 from services.matcher import store
 from services.matcher.settings import MatcherSettings
 
@@ -194,7 +195,9 @@ class Residents:
 
     async def _sync(self, event_id: uuid.UUID) -> None:
         # One REPEATABLE READ snapshot: the version and the rows/tombstones read are of the same moment.
-        async with await psycopg.AsyncConnection.connect(self.settings.database_url, autocommit=False) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            libpq_url(self.settings.database_url), autocommit=False, connect_timeout=CONNECT_TIMEOUT_S
+        ) as conn:
             await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
             await conn.set_read_only(True)
             await register_vector_async(conn)

@@ -21,7 +21,9 @@ import numpy as np
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.matcher.searchpool import SearchConnection
 
 PARENT = "face_templates"
 _PARTITION_RE = re.compile(r"^face_templates_e[0-9a-f]{32}$")
@@ -304,12 +306,9 @@ async def search_context(
 
 
 # --- read path ------------------------------------------------------------------------------------------
-# Searches run on a separate autocommit engine (`app.build_search_engine`): no BEGIN/COMMIT round trips, and
+# Searches run on the search pool's autocommit connections (`searchpool`): no BEGIN/COMMIT round trips, and
 # the search GUCs are set at session level, once per pooled connection and again only when they change, so
 # they never leak into the write engine's sessions. Usually a search is then one round trip.
-
-_GUCS = "facegate_matcher_gucs"  # key in the pooled connection's `info` (cleared if the connection is invalidated)
-_VECTOR_DUMPER = "facegate_matcher_vector_dumper"
 
 
 class _VectorBinaryDumper(Dumper):
@@ -325,11 +324,6 @@ class _VectorBinaryDumper(Dumper):
         return struct.pack(">HH", obj.shape[0], 0) + obj.astype(">f4", copy=False).tobytes()
 
 
-def _register_vector_dumper(drv: Any, oid: int) -> None:
-    # Only on the search engine's connections, whose statements are all ours.
-    drv.adapters.register_dumper(np.ndarray, type("VectorDumper", (_VectorBinaryDumper,), {"oid": oid}))
-
-
 @dataclass(frozen=True)
 class GalleryMeta:
     model_id: str
@@ -338,14 +332,8 @@ class GalleryMeta:
     version: int = 0
 
 
-async def _raw(conn: AsyncConnection) -> tuple[Any, dict[Any, Any]]:
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection, raw.info
-
-
-async def read_gallery_meta(conn: AsyncConnection, event_id: uuid.UUID) -> GalleryMeta | None:
-    drv, _ = await _raw(conn)
-    cur = await drv.execute(
+async def read_gallery_meta(sc: SearchConnection, event_id: uuid.UUID) -> GalleryMeta | None:
+    cur = await sc.conn.execute(
         "SELECT model_id, dim, templates, version FROM matcher_galleries WHERE event_id = %s", (event_id,)
     )
     row = await cur.fetchone()
@@ -353,31 +341,32 @@ async def read_gallery_meta(conn: AsyncConnection, event_id: uuid.UUID) -> Galle
 
 
 async def search_on(
-    conn: AsyncConnection, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int, ef: int
+    sc: SearchConnection, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int, ef: int
 ) -> list[Neighbour]:
-    """`nearest_templates` on an autocommit connection of the search engine.
+    """`nearest_templates` on a search pool connection.
 
     HNSW mode needs hnsw.ef_search = ef and enable_seqscan = off (see `search_context`); exact mode needs
     enable_seqscan = on. They are session settings of this pooled connection, sent only when they differ from
     what it last had, so in steady state this is one round trip.
     """
-    drv, info = await _raw(conn)
-    have: tuple[int, str] | None = info.get(_GUCS)
+    have = sc.gucs
     # Exact mode does not read ef_search: keep whatever the connection has rather than flip it back and forth.
     want = (int(ef) if hnsw or have is None else have[0], "off" if hnsw else "on")
     if have != want:
-        info.pop(_GUCS, None)  # unknown until the statement succeeds
-        cur = await drv.execute(
+        sc.gucs = None  # unknown until the statement succeeds
+        cur = await sc.conn.execute(
             "SELECT set_config('hnsw.ef_search', %s, false), set_config('enable_seqscan', %s, false),"
             " to_regtype('vector')::oid",
             (str(want[0]), want[1]),
         )
-        if _VECTOR_DUMPER not in info:
-            _register_vector_dumper(drv, (await cur.fetchone())[2])
-            info[_VECTOR_DUMPER] = True
-        info[_GUCS] = want
+        oid = (await cur.fetchone() or (None, None, None))[2]
+        if not sc.vector_dumper and oid is not None:
+            # Only on the search pool's connections, whose statements are all ours.
+            sc.conn.adapters.register_dumper(np.ndarray, type("VectorDumper", (_VectorBinaryDumper,), {"oid": oid}))
+            sc.vector_dumper = True
+        sc.gucs = want
     sql = hnsw_search_sql(event_id, dim=dim) if hnsw else exact_search_sql(event_id)
-    cur = await drv.execute(sql, {"q": query, "n": n, "k": k})
+    cur = await sc.conn.execute(sql, {"q": query, "n": n, "k": k})
     return [Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
 
 

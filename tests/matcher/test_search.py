@@ -217,15 +217,15 @@ async def test_cached_gallery_never_answers_for_a_changed_gallery(
 
 
 async def test_search_connection_settings_and_plan(loaded: dict) -> None:
-    """The search engine's pooled connections carry the search GUCs at session level; with them, the statement
-    bound as the search binds it (binary vector parameter) still uses the partition's HNSW index."""
+    """The search pool's connections carry the search GUCs at session level; with them, the statement bound
+    as the search binds it (binary vector parameter) still uses the partition's HNSW index."""
     app: FastAPI = loaded["hnsw_app"]
     event = loaded["event"]
     q = loaded["probes"][0]
-    async with app.state.search_engine.connect() as conn:
+    async with app.state.search_pool.connection() as conn:
         result = await galleries.search(conn, event, model_id=MODEL, embedding=q, k=10, settings=app.state.settings)
         assert result.mode == "hnsw" and len(result.matches) == 10
-        drv = (await conn.get_raw_connection()).driver_connection
+        drv = conn.conn
         cur = await drv.execute("SELECT current_setting('hnsw.ef_search'), current_setting('enable_seqscan')")
         assert await cur.fetchone() == (str(app.state.settings.hnsw_ef_search), "off")
         cur = await drv.execute(
