@@ -26,7 +26,7 @@ from services.contracts.matcher import TemplateIn
 from services.contracts.models import get_model
 from services.matcher import store
 from services.matcher.metrics import SEARCH_CANDIDATES, SEARCHES
-from services.matcher.resident import Hit, ResidentGallery, Residents
+from services.matcher.resident import Match, ResidentGallery, Residents
 from services.matcher.searchpool import SearchConnection
 from services.matcher.settings import MatcherSettings
 
@@ -40,13 +40,6 @@ class Gallery:
     templates: int
     attendees: int
     search_mode: Mode
-
-
-@dataclass(frozen=True)
-class Match:
-    attendee_id: uuid.UUID
-    template_id: uuid.UUID
-    distance: float
 
 
 @dataclass(frozen=True)
@@ -294,7 +287,7 @@ async def _search_resident(
     version read. While the read is on its way, the copy's graph is already walked (speculatively: that
     answer is kept only if the copy was at the version Postgres then returns)."""
     pending = asyncio.ensure_future(store.read_gallery_meta(conn, event_id))
-    early: tuple[ResidentGallery, int, list[Hit]] | None = None
+    early: tuple[ResidentGallery, int, list[Match]] | None = None
     copy = residents.galleries.get(event_id)
     if copy is not None and len(embedding) == copy.dim:
         await asyncio.sleep(0)  # let the read go out first: Postgres answers it while the graph is walked
@@ -319,7 +312,7 @@ async def _search_resident(
     SEARCHES.labels("resident").inc()
     SEARCH_CANDIDATES.labels("resident").observe(_resident_ef(res, settings, ef_search))
     return SearchResult(
-        matches=[Match(attendee_id=h.attendee_id, template_id=h.template_id, distance=h.distance) for h in hits],
+        matches=hits,
         mode="resident",
     )
 

@@ -34,7 +34,9 @@ log = logging.getLogger("facegate.matcher.resident")
 
 
 @dataclass(frozen=True)
-class Hit:
+class Match:
+    """An attendee and their best template's cosine distance to the query (what a search returns)."""
+
     attendee_id: uuid.UUID
     template_id: uuid.UUID
     distance: float
@@ -101,9 +103,9 @@ class ResidentGallery:
                     self.index.mark_deleted(int(label))
                     self.deleted += 1
 
-    def search(self, query: np.ndarray, *, k: int, ef: int) -> list[Hit]:
+    def search(self, query: np.ndarray, *, k: int, ef: int) -> list[Match]:
         """Top-k attendees by their best template among the graph's `ef` nearest templates (distances exact;
-        grouping keeps each attendee's first, i.e. nearest, template). As in pgvector, the candidate list is
+        each attendee's first, i.e. nearest, candidate is its best). As in pgvector, the candidate list is
         the search list; if its templates hold fewer than k attendees, the list doubles until they do."""
         self.last_used = time.monotonic()
         n = min(ef, self.live)
@@ -113,21 +115,24 @@ class ResidentGallery:
             self.index.set_ef(n)
             labels, dists = self.index.knn_query(query, k=n)
             labels, dists = labels[0], dists[0]
-            owners = self.owner[labels]
-            _, first = np.unique(owners, return_index=True)
+            first: dict[int, int] = {}  # attendee number -> position of its nearest candidate, nearest first
+            for j, owner in enumerate(self.owner[labels].tolist()):
+                if owner not in first:
+                    first[owner] = j
+                    if len(first) == k:
+                        break
             if len(first) >= k or n >= self.live:
                 break
             n = min(2 * n, self.live)
-        first.sort()  # candidates arrive nearest first, so each attendee's first label is its best
-        best = first[:k]
+        best = list(first.values())
         ids = self.template_ids[labels[best]].tobytes()  # one gather, then plain Python (no NumPy scalars)
         return [
-            Hit(
+            Match(
                 attendee_id=self.attendees[owner],
                 template_id=uuid.UUID(bytes=ids[16 * j : 16 * j + 16]),
                 distance=max(0.0, d),  # 1 - dot can round to -1e-7 for an identical vector
             )
-            for j, (owner, d) in enumerate(zip(owners[best].tolist(), dists[best].tolist(), strict=True))
+            for j, (owner, d) in enumerate(zip(first, dists[best].tolist(), strict=True))
         ]
 
 
