@@ -198,6 +198,8 @@ class SizeResult:
     # the resident copy: load from Postgres + hnswlib build, and the graph's size (vectors included)
     resident_build_s: float | None = None
     resident_mb: float | None = None
+    resident_m: int | None = None
+    resident_ef_construction: int | None = None
     numpy_ms: float | None = None
     seeds_ms: float | None = None
     # the machine is shared: 1-minute load average when this size started and finished (2 cores)
@@ -480,7 +482,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
                     "exact_max_templates": 0,
                     "resident_max_templates": size,
                     "resident_ef_construction": args.resident_ef_construction,
-                    "resident_m": args.m,
+                    "resident_m": args.resident_m,
                 }
             )
             residents = Residents(rset)
@@ -493,6 +495,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             res.resident_build_s = time.perf_counter() - t0
             copy = residents.galleries[event_id]
             res.resident_mb = copy.index.index_file_size() / 2**20
+            res.resident_m, res.resident_ef_construction = args.resident_m, args.resident_ef_construction
             print(f"[{dim}d {size:,}] resident copy loaded and built in {res.resident_build_s:.1f}s", flush=True)
             for ef in args.resident_ef:
                 for clients in args.clients:
@@ -555,13 +558,14 @@ def table(results: list[SizeResult]) -> str:
     lines.append("")
     head2 = (
         f"{'dim':>4} {'size':>9} {'load s':>7} {'build s':>8} {'index MB':>9} {'table MB':>9} {'m/efc':>7}"
-        f" {'res. s':>7} {'res. MB':>8} {'seeds ms':>9} {'numpy ms':>9}"
+        f" {'res. m/efc':>10} {'res. s':>7} {'res. MB':>8} {'seeds ms':>9} {'numpy ms':>9}"
     )
     lines += [head2, "-" * len(head2)]
     for res in results:
         lines.append(
             f"{res.dim:>4} {res.size:>9,} {res.load_s:>7.1f} {res.build_s or float('nan'):>8.1f}"
             f" {res.index_mb or float('nan'):>9.1f} {res.table_mb:>9.1f} {res.hnsw_m:>3}/{res.hnsw_ef_construction:<3}"
+            f" {res.resident_m or '-':>6}/{res.resident_ef_construction or '-':<3}"
             f" {res.resident_build_s or float('nan'):>7.1f} {res.resident_mb or float('nan'):>8.1f}"
             f" {res.seeds_ms or float('nan'):>9.1f} {res.numpy_ms or float('nan'):>9.2f}"
             f"  load {res.load_before:.1f}->{res.load_after:.1f}"
@@ -619,8 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--ef-search", type=ints, default=[40, 100, 200, 400])
-    p.add_argument("--resident-ef", type=ints, default=[40, 80, 160], help="resident copy's ef (empty: skip)")
-    p.add_argument("--resident-ef-construction", type=int, default=128)
+    p.add_argument("--resident-ef", type=ints, default=[40, 60, 120], help="resident copy's ef (empty: skip)")
+    resident = MatcherSettings.model_fields  # the service's defaults
+    p.add_argument("--resident-m", type=int, default=resident["resident_m"].default)
+    p.add_argument("--resident-ef-construction", type=int, default=resident["resident_ef_construction"].default)
     p.add_argument("--maintenance-work-mem", default="6GB")
     p.add_argument("--build-workers", type=int, default=2, help="max_parallel_maintenance_workers for the build")
     p.add_argument("--shared-buffers", default="4GB", help="for the bench's own pgserver")

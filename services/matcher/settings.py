@@ -44,12 +44,16 @@ class MatcherSettings(BaseSettings):
     resident_enabled: bool = True
     # Budget of templates held per process (about dim * 4 + 150 bytes each); least recently searched go first.
     resident_max_templates: int = Field(default=2_000_000, ge=0)
-    resident_m: int = Field(default=16, ge=2, le=100)
-    resident_ef_construction: int = Field(default=128, ge=4, le=2000)
+    # Graph degree and build list, chosen on 100k x 512 face-like data (hnswlib alone, 1,000 probes, same run):
+    # m 24 / ef_construction 200 reaches r@1 0.999 at ef 40 (0.37 ms) and 1.000 at ef 60 (0.51 ms), where
+    # m 16 / 128 needs ef 120 (0.72 ms) for 1.000; the build takes 1.5x as long (51 s against 33 s).
+    resident_m: int = Field(default=24, ge=2, le=100)
+    resident_ef_construction: int = Field(default=200, ge=4, le=2000)
     # Candidate list of a resident search (doubled when its templates hold fewer than k attendees). 100k x 512
-    # face-like (bench/matcher.py, README): r@1 0.980 at 60, 0.990 at 80, 1.000 at 120 for ~0.15 ms more
-    # than 80, cheap next to a frame's ~90 ms in the embedder: recall is worth more at a gate.
-    resident_ef_search: int = Field(default=120, ge=1, le=2000)
+    # with m 24 / 200: r@1 1.000 on the bench's 200 probes and 0.999 on 1,000 at ef 40 (ef 60: 1.000 on both,
+    # ~0.15 ms more). A gate needs the nearest attendee right, and at 40 it is; r@10 is lower (0.84 against
+    # 0.88 at 60), which only reorders attendees far past the threshold.
+    resident_ef_search: int = Field(default=40, ge=1, le=2000)
     # ... and above hnsw_large_templates, where face-like data needs a longer list (1M x 128: r@1 0.955 at 160)
     resident_ef_search_large: int = Field(default=400, ge=1, le=2000)
     resident_build_threads: int = Field(default=2, ge=1)
