@@ -5,7 +5,9 @@ trick is `SwitchableTransport`, which can make a dependency unreachable on deman
 
 from __future__ import annotations
 
+import io
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -170,6 +172,15 @@ def new_tenant(gateway: Gateway, admin: httpx.AsyncClient) -> Callable[..., Any]
         )
 
     return make
+
+
+def zip_archive(files: dict[str, bytes]) -> bytes:
+    """A ZIP archive of `files` (name -> bytes), as an organiser's photo import sends it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import struct
 import uuid
-import zipfile
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from fastapi import FastAPI
 from PIL import Image, ImageOps
 
 from services.contracts.images import MAX_IMAGE_BYTES
-from tests.gateway.conftest import Faces, Tenant, enrol, identify, verify
+from tests.gateway.conftest import Faces, Tenant, enrol, identify, verify, zip_archive
 
 FACE = ("Colin_Powell", 1)
 SQLI = "'; DROP TABLE attendees; --"
@@ -397,14 +396,6 @@ async def test_malformed_gate_form_is_refused_and_not_logged(
     assert await stored(victim, matcher) == before
 
 
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
 async def test_hostile_import_rows_are_refused_up_front(
     victim: Tenant, faces: Faces, matcher: httpx.AsyncClient
 ) -> None:
@@ -422,7 +413,7 @@ async def test_hostile_import_rows_are_refused_up_front(
         f"/v1/events/{victim.event_id}/imports",
         files={
             "csv": ("a.csv", csv.encode(), "text/csv"),
-            "photos": ("p.zip", _zip({"a.jpg": _jpeg(faces)}), "application/zip"),
+            "photos": ("p.zip", zip_archive({"a.jpg": _jpeg(faces)}), "application/zip"),
         },
     )
     body = assert_refused(r, "invalid_import")

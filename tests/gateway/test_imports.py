@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import zipfile
 
-from tests.gateway.conftest import Faces
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+from tests.gateway.conftest import Faces, zip_archive
 
 
 async def test_import_job_enrols_good_rows_and_reports_bad_ones(new_tenant, faces: Faces) -> None:
     t = await new_tenant()
-    archive = _zip(
+    archive = zip_archive(
         {
             "kit.jpg": faces.photo("Kit_Harington", 1)[1],
             "B-2/1.jpg": faces.photo("Alex_Lacamoire", 1)[1],
@@ -55,7 +45,7 @@ async def test_import_with_problems_is_refused_up_front(new_tenant) -> None:
         f"/v1/events/{t.event_id}/imports",
         files={
             "csv": ("a.csv", csv.encode(), "text/csv"),
-            "photos": ("p.zip", _zip({"x.jpg": b"x"}), "application/zip"),
+            "photos": ("p.zip", zip_archive({"x.jpg": b"x"}), "application/zip"),
         },
     )
     assert r.status_code == 422, r.text
