@@ -30,15 +30,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.embedder.calibrate import (  # noqa: E402
-    equal_error_rate,
-    fmr_fnmr,
-    load_labelled,
-    pair_distances,
-    threshold_at_fmr,
-)
 from services.embedder.models import dlib_align  # noqa: E402
 from services.embedder.models.dlib_resnet import DlibResNet, package_model_path  # noqa: E402
+from services.tools.faceset import load_labelled  # noqa: E402
+from services.tools.fit import empirical_threshold_at_fmr as threshold_at_fmr  # noqa: E402
+from services.tools.fit import (  # noqa: E402
+    equal_error_rate,
+    fmr_fnmr,
+    pair_distances,
+)
 
 FMR_POINTS = (1e-2, 1e-3, 0.0)
 

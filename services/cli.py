@@ -16,13 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start Postgres, Redis and the services on this machine")
     run.add_argument("--data-dir", default="data", help="where the embedded Postgres and Redis keep their data")
 
-    cal = sub.add_parser("calibrate", help="FMR/FNMR table and thresholds from a labelled folder of faces")
-    cal.add_argument("--faces", required=True, help="folder of <identity>/*.jpg")
+    cal = sub.add_parser(
+        "calibrate", help="fit each model's calibration on part of a labelled face set, measure it on the rest"
+    )
+    cal.add_argument("--faces", default="../shared/faces/calib", help="folder of <identity>/*.jpg")
     cal.add_argument(
         "--model", default=None, help="model id, or several comma-separated ids (default: the configured one)"
     )
-    cal.add_argument("--plot", default="calibration.png", help="where to write the ROC/DET plot (PNG)")
-    cal.add_argument("--json", default=None, help="also write the results as JSON here")
+    cal.add_argument("--plot-dir", default="bench/out", help="where to write det-<model>.png")
+    cal.add_argument("--json", default=None, help="also write the report as JSON here")
+    cal.add_argument("--write", action="store_true", help="store the calibration in services/contracts/calibrations/")
+    cal.add_argument("--cache-dir", default="data/calib-cache", help="embeddings are cached here")
 
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -30,9 +34,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_stack(data_dir=args.data_dir)
     if args.command == "calibrate":
-        from services.embedder.calibrate import run_calibration
+        from services.tools.calibrate import run_calibration
 
-        return run_calibration(faces=args.faces, model_id=args.model, plot=args.plot, json_path=args.json)
+        return run_calibration(
+            faces=args.faces,
+            model_id=args.model,
+            plot_dir=args.plot_dir,
+            json_path=args.json,
+            write=args.write,
+            cache_dir=args.cache_dir,
+        )
     return 2
 
 

@@ -74,6 +74,7 @@ class SearchResponse(BaseModel):
     mode: Literal["exact", "hnsw", "resident"] = Field(
         description="exact scan, pgvector HNSW, or the matcher's in-memory copy of the gallery at its current version"
     )
+    templates: int = Field(0, description="templates in the gallery at the searched version (1:K thresholds use it)")
 
 
 class DistanceRequest(BaseModel):

@@ -2,7 +2,7 @@
 
 Enrolment order (so a failure anywhere leaves no half-enrolled attendee):
 1. embed every photo with the strict `enrol` profile; any rejection → 422 listing every photo's reasons, nothing
-   stored;
+   stored; a face that identifies another attendee of the event → 409 `duplicate_face` (`duplicates.py`);
 2. insert the attendee row (transaction open, not committed);
 3. add all templates to the matcher in ONE batch call; if it fails → roll back, 503;
 4. store the idempotency record and commit; if the commit fails after the matcher succeeded → compensate by
@@ -38,6 +38,7 @@ from services.contracts.matcher import TemplateIn, TemplatesCreate
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
+from services.gateway.duplicates import check_duplicate_faces
 from services.gateway.errors import AttendeeNotFound, DependencyUnavailable, QualityRejected
 from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, FaceFound, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
@@ -177,6 +178,7 @@ async def enrol(
     cache: TemplateCache,
     max_photos: int,
     idempotency_ttl: timedelta = timedelta(days=7),
+    allow_duplicate_face: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Returns (status, body). Commits itself: the order of commit and matcher call is the point."""
     name, ticket_code = clean_text(name, "name"), clean_text(ticket_code, "ticket_code")
@@ -200,6 +202,9 @@ async def enrol(
         raise Conflict(f"ticket code {ticket_code!r} is already registered for this event", code="ticket_exists")
 
     embedded = await _embed_and_check(downstream, photos, max_photos)
+    await check_duplicate_faces(
+        session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face
+    )
     attendee_id = uuid.uuid4()
     batch = _templates(attendee_id, event.model_id, embedded)
 
@@ -230,6 +235,11 @@ async def enrol(
         ) from None
 
     try:
+        # After the ticket's row is in: a concurrent retry of this very request has by now either replayed the
+        # first answer (above) or is a different ticket, so a face found here really is someone else's.
+        await check_duplicate_faces(
+            session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face
+        )
         await downstream.add_templates(event_id, batch)
     except BaseException:
         await session.rollback()  # nothing was committed; the matcher took nothing either (one batch)
@@ -307,9 +317,14 @@ async def add_photos(
     downstream: Downstream,
     cache: TemplateCache,
     max_photos: int,
+    allow_duplicate_face: bool = False,
 ) -> Enrolled:
     attendee = await get_attendee(session, event=event, attendee_id=attendee_id)
     embedded = await _embed_and_check(downstream, photos, max_photos)
+    await check_duplicate_faces(
+        session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face,
+        attendee_id=attendee.id,
+    )  # fmt: skip
     batch = _templates(attendee.id, event.model_id, embedded)
     # Lock the row: an erase running concurrently must not leave these templates behind.
     await session.execute(select(Attendee.id).where(Attendee.id == attendee.id).with_for_update())

@@ -29,6 +29,7 @@ from services.contracts.matcher import (
     TemplatesCreate,
     TemplatesCreated,
 )
+from services.contracts.models import ModelDescriptor
 from services.gateway.errors import DependencyUnavailable
 
 log = logging.getLogger("facegate.gateway.downstream")
@@ -105,6 +106,9 @@ class Downstream:
             retry_after_s=self.retry_after_s,
             pass_client_errors=True,
         )
+
+    async def served_model(self) -> ModelDescriptor:
+        return await call("embedder", "model", self.embedder.model(), retry_after_s=self.retry_after_s)
 
     async def ensure_gallery(self, event_id: uuid.UUID, model_id: str) -> Any:
         return await call(

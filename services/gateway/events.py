@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Unprocessable
 from services.contracts.models import ModelDescriptor, get_model
+from services.gateway import thresholds
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.errors import EventNotFound
 from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, EventUpdate, Role
 from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
+from services.gateway.thresholds import GallerySize
 
 
 def model_of(event: Event) -> ModelDescriptor:
@@ -28,15 +30,8 @@ def model_of(event: Event) -> ModelDescriptor:
     return model
 
 
-def verify_threshold(event: Event) -> float:
-    return event.verify_threshold if event.verify_threshold is not None else model_of(event).verify_threshold
-
-
-def identify_threshold(event: Event) -> float:
-    return event.identify_threshold if event.identify_threshold is not None else model_of(event).identify_threshold
-
-
-def to_out(event: Event) -> EventOut:
+def to_out(event: Event, size: GallerySize) -> EventOut:
+    """The event with its effective thresholds and expected rates at `size` (its current gallery)."""
     return EventOut(
         id=event.id,
         name=event.name,
@@ -45,12 +40,20 @@ def to_out(event: Event) -> EventOut:
         mode=EventMode(event.mode),
         allow_reentry=event.allow_reentry,
         model_id=event.model_id,
-        verify_threshold=verify_threshold(event),
-        identify_threshold=identify_threshold(event),
-        identify_margin=event.identify_margin,
+        target_fpir=event.target_fpir,
+        target_fmr=event.target_fmr,
+        verify_threshold=thresholds.verify_threshold(event),
+        identify_threshold=thresholds.identify_threshold(event, size.templates),
+        identify_margin=thresholds.identify_margin(event),
         threshold_overridden=event.verify_threshold is not None or event.identify_threshold is not None,
+        margin_overridden=event.identify_margin is not None,
+        expected=thresholds.expected_rates(event, size),
         created_at=event.created_at,
     )
+
+
+async def event_out(session: AsyncSession, event: Event) -> EventOut:
+    return to_out(event, await thresholds.gallery_size(session, event.id))
 
 
 def can_manage(principal: Principal, event: Event) -> bool:
@@ -71,6 +74,13 @@ async def create_event(
     model_id = body.model_id or default_model_id
     if get_model(model_id) is None:
         raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
+    served = await downstream.served_model()
+    if served.id != model_id:  # every gate call would be a 503 while /readyz says ok: refuse it now instead
+        raise Unprocessable(
+            f"model {model_id!r} is not served by the embedder (it serves {served.id!r})", code="model_not_served"
+        )
+    for field in ("verify_threshold", "identify_threshold"):
+        thresholds.check_override(model_id, field, getattr(body, field), force=body.force_thresholds)
     event = Event(
         id=uuid.uuid4(),
         tenant_id=principal.tenant_id or principal.key_id,  # an admin's events form the admin's own tenant
@@ -81,6 +91,8 @@ async def create_event(
         mode=body.mode.value,
         allow_reentry=body.allow_reentry,
         model_id=model_id,
+        target_fpir=body.target_fpir,
+        target_fmr=body.target_fmr,
         verify_threshold=body.verify_threshold,
         identify_threshold=body.identify_threshold,
         identify_margin=body.identify_margin,
@@ -97,9 +109,12 @@ async def create_event(
 async def update_event(session: AsyncSession, *, principal: Principal, event_id: uuid.UUID, body: EventUpdate) -> Event:
     event = await get_managed_event(session, principal=principal, event_id=event_id)
     changes = body.model_dump(exclude_unset=True)
-    for field in ("name", "mode", "allow_reentry", "identify_margin"):
+    force = bool(changes.pop("force_thresholds", False))
+    for field in ("name", "mode", "allow_reentry", "target_fpir", "target_fmr"):
         if changes.get(field) is None:
             changes.pop(field, None)  # not nullable: null means "leave it"
+    for field in ("verify_threshold", "identify_threshold"):
+        thresholds.check_override(event.model_id, field, changes.get(field), force=force)
     if "mode" in changes:
         changes["mode"] = EventMode(changes["mode"]).value
     for field, value in changes.items():

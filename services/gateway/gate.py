@@ -1,9 +1,12 @@
 """Gate decisions: 1:1 verify (ticket + face) and 1:K identify (face only).
 
-Distances come from the matcher or from cached templates; thresholds are the event's overrides or the model's
-calibrated defaults; the decision is made here. Every decision is written to the access log. A dependency fault
-raises (503) before any decision: a fault is never an admit.
+Distances come from the matcher or from cached templates; thresholds come from the event's target error rates
+and, for 1:K, the size of the gallery the matcher searched (`thresholds.py`); the decision is made here. Every
+decision is written to the access log, with its distance and threshold; the gate device gets the decision and
+reason only (`GateResult`). A dependency fault raises (503) before any decision: a fault is never an admit.
 
+Outside the event's `starts_at`/`ends_at` window every gate call is denied `outside_event_window`, before any
+face work.
 1:1 reason order: unknown_ticket, revoked, no_face, multiple_faces, low_quality, face_mismatch, already_entered.
 The face check runs (and its distance is logged) even when the ticket is bad; a matching face on an already
 used ticket gives `already_entered`, a different face gives `face_mismatch` (someone else holding the ticket).
@@ -24,12 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
 from services.contracts.matcher import SearchRequest
+from services.gateway import thresholds
 from services.gateway.attendees import Photo, check_image, clean_text
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream, DownstreamNotFound
 from services.gateway.errors import DependencyUnavailable, EventNotFound, Forbidden
-from services.gateway.events import identify_threshold, model_of, verify_threshold
+from services.gateway.events import model_of
 from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
@@ -143,15 +147,20 @@ async def _record(
     return GateResult(
         decision=outcome.decision,
         reason=outcome.reason,
-        attendee_id=attendee_id,
+        attendee_id=attendee_id if admitted else None,
         attendee_name=outcome.attendee.name if admitted and outcome.attendee is not None else None,
-        distance=outcome.distance,
-        threshold=threshold,
         model_id=event.model_id,
         request_id=request_id,
         latency_ms=round(latency_ms, 2),
         mode=mode,
         quality_reasons=outcome.quality_reasons,
+    )
+
+
+def outside_window(event: Event, now: datetime | None = None) -> bool:
+    now = now or datetime.now(UTC)
+    return (event.starts_at is not None and now < event.starts_at) or (
+        event.ends_at is not None and now > event.ends_at
     )
 
 
@@ -177,8 +186,14 @@ async def verify(
 ) -> GateResult:
     started = time.perf_counter()
     model_of(event)
-    threshold = verify_threshold(event)
+    threshold = thresholds.verify_threshold(event)
     ticket_code = clean_text(ticket_code, "ticket_code")  # a malformed ticket is a bad request, not a decision
+    if outside_window(event):
+        outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
+        return await _record(
+            session, principal=principal, event=event, mode="verify", ticket_code=ticket_code, outcome=outcome,
+            threshold=threshold, started=started, request_id=request_id,
+        )  # fmt: skip
     embedded = await _embed_frame(downstream, frame, max_faces=5)
     _check_model(embedded, event, downstream.retry_after_s)
     face, face_reason = pick_face(embedded, settings)
@@ -248,12 +263,18 @@ async def identify(
     nearest stranger."""
     started = time.perf_counter()
     model_of(event)
-    threshold = identify_threshold(event)
+    threshold = thresholds.identify_threshold(event, 0)  # logged as is when no search runs
+    outcome: _Outcome
+    if outside_window(event):
+        outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
+        return await _record(
+            session, principal=principal, event=event, mode="identify", ticket_code=None, outcome=outcome,
+            threshold=threshold, started=started, request_id=request_id,
+        )  # fmt: skip
     embedded = await _embed_frame(downstream, frame, max_faces=5)
     _check_model(embedded, event, downstream.retry_after_s)
     face, face_reason = pick_face(embedded, settings)
 
-    outcome: _Outcome
     if face is None or face_reason is not None:
         quality = [r.value for r in face.quality.reasons] if face is not None else [r.value for r in embedded.reasons]
         outcome = _Outcome(Decision.DENY, face_reason or Reason.NO_FACE, quality_reasons=quality)
@@ -263,16 +284,16 @@ async def identify(
                 event.id, SearchRequest(model_id=event.model_id, embedding=face.embedding, k=2)
             )
             matches = sorted(found.matches, key=lambda m: m.distance)
+            # The threshold for the gallery the matcher searched: it tightens as the event grows.
+            threshold = thresholds.identify_threshold(event, found.templates)
         except DownstreamNotFound:
             matches = []  # no gallery: nobody can be identified
         best = matches[0] if matches else None
+        margin = thresholds.identify_margin(event)
         if best is None or best.distance > threshold:
             outcome = _Outcome(Decision.UNKNOWN, Reason.NO_MATCH, distance=best.distance if best else None)
-        elif (
-            event.identify_margin > 0
-            and len(matches) > 1
-            and matches[1].distance - best.distance < event.identify_margin
-        ):
+        elif len(matches) > 1 and not matches[1].distance - best.distance > margin:
+            # Two attendees about as close (or exactly tied: two tickets with one face) is no identification.
             outcome = _Outcome(Decision.UNKNOWN, Reason.AMBIGUOUS, distance=best.distance)
         else:
             attendee = await session.get(Attendee, best.attendee_id)

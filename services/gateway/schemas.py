@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from services.contracts.calibration import DEFAULT_TARGET_FMR, DEFAULT_TARGET_FPIR
 from services.contracts.embedder import Box, Landmarks
 
 # C0/C1 control characters (NUL, ESC, newline, ...): Postgres cannot store NUL at all (a 500), and the others
@@ -67,6 +68,7 @@ class Reason(StrEnum):
     FACE_MISMATCH = "face_mismatch"
     NO_MATCH = "no_match"
     AMBIGUOUS = "ambiguous"
+    OUTSIDE_EVENT_WINDOW = "outside_event_window"
     MATCH = "match"
 
 
@@ -112,16 +114,37 @@ class KeyCreated(KeyOut):
 # --- events ---------------------------------------------------------------------------------------------------
 
 
+# Targets an organiser may ask for: laxer than these is not access control any more; stricter than what the
+# calibration can estimate (its tail model is fitted down to ~1e-7 per comparison) is not a promise it can keep.
+TargetFpir = Annotated[float, Field(gt=0, le=0.05, description="1:K: share of strangers admitted as someone")]
+TargetFmr = Annotated[
+    float, Field(ge=1e-7, le=1e-2, description="1:1: share of impostors with a stolen ticket admitted")
+]
+Distance = Annotated[float, Field(gt=0, le=2)]
+Margin = Annotated[float, Field(ge=0, le=2)]
+
+
 class EventCreate(BaseModel):
     name: PlainText = Field(min_length=1, max_length=200)
-    starts_at: IsoDateTime | None = None
-    ends_at: IsoDateTime | None = None
+    starts_at: IsoDateTime | None = Field(default=None, description="gates deny `outside_event_window` before it")
+    ends_at: IsoDateTime | None = Field(default=None, description="gates deny `outside_event_window` after it")
     mode: EventMode = EventMode.BOTH
     allow_reentry: bool = False
     model_id: str | None = Field(default=None, description="default: the gateway's default model")
-    verify_threshold: float | None = Field(default=None, gt=0, le=2)
-    identify_threshold: float | None = Field(default=None, gt=0, le=2)
-    identify_margin: float = Field(default=0.0, ge=0, le=2)
+    target_fpir: TargetFpir = DEFAULT_TARGET_FPIR
+    target_fmr: TargetFmr = DEFAULT_TARGET_FMR
+    verify_threshold: Distance | None = Field(
+        default=None, description="expert override of the derived 1:1 distance (bounded: see force_thresholds)"
+    )
+    identify_threshold: Distance | None = Field(
+        default=None, description="expert override of the derived 1:K distance (it then no longer follows K)"
+    )
+    identify_margin: Margin | None = Field(
+        default=None, description="null: the model's calibrated margin; the nearest must beat the second by more"
+    )
+    force_thresholds: bool = Field(
+        default=False, description="accept an override whose calibrated FMR is above 1e-2 (logged)"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> EventCreate:
@@ -131,17 +154,33 @@ class EventCreate(BaseModel):
 
 
 class EventUpdate(BaseModel):
-    """Fields to change; absent fields stay. `null` for a threshold goes back to the model's default. The model
-    is pinned for the event's life (its templates were made by it)."""
+    """Fields to change; absent fields stay. `null` for a threshold goes back to the one derived from the targets,
+    for the margin to the calibrated one. The model is pinned for the event's life (its templates were made by it)."""
 
     name: PlainText | None = Field(default=None, min_length=1, max_length=200)
     starts_at: IsoDateTime | None = None
     ends_at: IsoDateTime | None = None
     mode: EventMode | None = None
     allow_reentry: bool | None = None
-    verify_threshold: float | None = Field(default=None, gt=0, le=2)
-    identify_threshold: float | None = Field(default=None, gt=0, le=2)
-    identify_margin: float | None = Field(default=None, ge=0, le=2)
+    target_fpir: TargetFpir | None = None
+    target_fmr: TargetFmr | None = None
+    verify_threshold: Distance | None = None
+    identify_threshold: Distance | None = None
+    identify_margin: Margin | None = None
+    force_thresholds: bool = False
+
+
+class ExpectedRates(BaseModel):
+    """What the effective thresholds are expected to do at the event's current size (from the calibration)."""
+
+    attendees: int
+    templates: int
+    identify_fpir: float = Field(description="expected share of strangers admitted as someone (1:K)")
+    identify_fpir_interval: tuple[float, float] = Field(description="its 90% interval (bootstrap of the fit)")
+    identify_fnir: float = Field(description="expected share of attendees not recognised in 1:K (they use tickets)")
+    verify_fmr: float = Field(description="expected share of impostors with a stolen ticket admitted (1:1)")
+    verify_fnmr: float = Field(description="expected share of genuine ticket holders refused (1:1)")
+    summary: str
 
 
 class EventOut(BaseModel):
@@ -154,10 +193,16 @@ class EventOut(BaseModel):
     mode: EventMode
     allow_reentry: bool
     model_id: str
-    verify_threshold: float = Field(description="effective 1:1 threshold (override or the model's default)")
-    identify_threshold: float = Field(description="effective 1:K threshold (override or the model's default)")
-    identify_margin: float
+    target_fpir: float
+    target_fmr: float
+    verify_threshold: float = Field(description="effective 1:1 distance: derived from target_fmr, or the override")
+    identify_threshold: float = Field(
+        description="effective 1:K distance at the current gallery size: derived from target_fpir, or the override"
+    )
+    identify_margin: float = Field(description="effective margin (the calibrated one unless overridden)")
     threshold_overridden: bool
+    margin_overridden: bool
+    expected: ExpectedRates
     created_at: datetime
 
 
@@ -226,12 +271,14 @@ class Enrolled(BaseModel):
 
 
 class GateResult(BaseModel):
+    """What a gate device learns: the decision and its reason, and who on admit. Distances, thresholds and the
+    attendee a denied face was compared with stay in the access log, for organisers: a gate key must not become a
+    hill-climbing or membership oracle."""
+
     decision: Decision
     reason: Reason
-    attendee_id: uuid.UUID | None = None
+    attendee_id: uuid.UUID | None = Field(default=None, description="on admit only")
     attendee_name: str | None = Field(default=None, description="display name, on admit only")
-    distance: float | None = None
-    threshold: float
     model_id: str
     request_id: str | None
     latency_ms: float

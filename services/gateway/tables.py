@@ -62,7 +62,9 @@ class Event(Base):
     model_id: Mapped[str] = mapped_column(String(64))
     verify_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     identify_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
-    identify_margin: Mapped[float] = mapped_column(Float, default=0.0)
+    identify_margin: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the calibrated margin
+    target_fpir: Mapped[float] = mapped_column(Float, default=0.003)
+    target_fmr: Mapped[float] = mapped_column(Float, default=0.001)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

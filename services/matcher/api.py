@@ -151,6 +151,7 @@ async def search(
             for m in result.matches
         ],
         mode=result.mode,
+        templates=result.templates,
     )
 
 

@@ -46,6 +46,7 @@ class Gallery:
 class SearchResult:
     matches: list[Match]
     mode: Answered
+    templates: int = 0  # the gallery's size at the version searched: a 1:K threshold depends on it
 
 
 @dataclass(frozen=True)
@@ -311,10 +312,7 @@ async def _search_resident(
         hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, ef=_resident_ef(res, settings, ef_search))
     SEARCHES.labels("resident").inc()
     SEARCH_CANDIDATES.labels("resident").observe(_resident_ef(res, settings, ef_search))
-    return SearchResult(
-        matches=hits,
-        mode="resident",
-    )
+    return SearchResult(matches=hits, mode="resident", templates=meta.templates)
 
 
 async def _search(
@@ -356,4 +354,4 @@ async def _search(
         candidates = len(neighbours)
     SEARCHES.labels(chosen).inc()
     SEARCH_CANDIDATES.labels(chosen).observe(candidates)
-    return SearchResult(matches=matches, mode=chosen)
+    return SearchResult(matches=matches, mode=chosen, templates=meta.templates)

@@ -1,5 +1,5 @@
-"""Every registered model, through the same pipeline: batching, the HTTP service, and the calibrated thresholds
-(real weights, real dev photos). The thresholds in services/contracts/models.py must be reproducible here."""
+"""Every registered model, through the same pipeline: batching, the HTTP service, and its shipped calibration
+checked on the dev photos, 28 identities none of which the calibration saw (real weights, real photos)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from pytest import FixtureRequest
 
+from services.contracts.calibration import load_calibration
 from services.contracts.models import DEFAULT_MODEL_ID, MODELS
 from services.embedder.align import extract_chips
 from services.embedder.app import create_app
-from services.embedder.calibrate import embed_folder, fmr_fnmr, load_labelled, pair_distances
 from services.embedder.pipeline import FacePipeline
 from services.embedder.settings import EmbedderSettings
+from services.tools.faceset import embed_faceset
+from services.tools.fit import Rate, fmr_fnmr, pair_distances
 
 MODEL_IDS = [DEFAULT_MODEL_ID, *sorted(m for m in MODELS if m != DEFAULT_MODEL_ID)]
 
@@ -31,10 +33,10 @@ def model_pipeline(request: FixtureRequest, pipeline: FacePipeline) -> FacePipel
 
 
 @pytest.fixture(scope="session")
-def dev_distances(model_pipeline: FacePipeline, faces_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    embs, labels, failed = embed_folder(model_pipeline, load_labelled(faces_dir / "dev"))
-    genuine, impostor = pair_distances(embs, labels)
-    return genuine, impostor, failed
+def dev_distances(model_pipeline: FacePipeline, faces_dir: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    fs = embed_faceset(faces_dir / "dev", model_pipeline.descriptor.id, pipeline=model_pipeline, progress=False)
+    genuine, impostor = pair_distances(fs.embeddings[fs.has_face], fs.labels[fs.has_face])
+    return genuine, impostor, int((~fs.has_face).sum())
 
 
 def test_batch_equals_one_by_one(model_pipeline: FacePipeline, dev_images: list[tuple[str, Path]]) -> None:
@@ -65,23 +67,18 @@ async def test_served_over_http(model_pipeline: FacePipeline, faces_dir: Path) -
     assert body["model"]["id"] == model["id"] and len(body["faces"][0]["embedding"]) == model["dim"]
 
 
-def test_shipped_thresholds_hold_on_the_dev_set(model_pipeline: FacePipeline, dev_distances) -> None:
-    genuine, impostor, failed = dev_distances
+def test_shipped_calibration_holds_on_the_dev_set(model_pipeline: FacePipeline, dev_distances) -> None:
+    """The 1:1 threshold at target FMR 1e-3, on ~11k impostor pairs of people the fit never saw: about 11 are
+    expected under it. Headroom: up to 3e-3 (the 95% interval of 11 in 11k reaches ~1.8e-3; dev's identities
+    are few, so their look-alikes weigh more). Genuine pairs: at least 90% (dlib) / 70% (FaceNet) pass; the
+    calibration's own estimate on news photos is 92% / 82%."""
+    genuine, impostor, no_face = dev_distances
     d = model_pipeline.descriptor
-    assert failed == []  # every dev photo has a face
-    fmr_v, fnmr_v = fmr_fnmr(genuine, impostor, d.verify_threshold)
-    fmr_i, fnmr_i = fmr_fnmr(genuine, impostor, d.identify_threshold)
-    print(f"\n{d.id}: verify t={d.verify_threshold} FMR {fmr_v:.4%} TAR {1 - fnmr_v:.2%}; "
-          f"identify t={d.identify_threshold} FMR {fmr_i:.4%} TAR {1 - fnmr_i:.2%}")  # fmt: skip
-    # The operating points they were calibrated for: FMR <= 1e-3 (1:1) and <= 1e-4 (1:K).
-    assert fmr_v <= 1e-3 and fmr_i <= 1e-4
-    if d.id == DEFAULT_MODEL_ID:
-        # The served default: same-person pairs under the threshold and different-person pairs above it,
-        # >= 95% each, at the access-control operating point itself.
-        assert 1 - fnmr_v >= 0.95 and 1 - fmr_v >= 0.95
-    else:
-        # FaceNet-CASIA cannot reach 95% of genuine pairs at FMR 1e-3 on these photos (73% measured; README
-        # "Calibration"). It still separates the two sets at 95/95 at a laxer point (its EER is 3.6%).
-        assert 1 - fnmr_v >= 0.70
-        t = float(np.quantile(genuine, 0.95))
-        assert np.mean(impostor > t) >= 0.95
+    cal = load_calibration(d.id)
+    assert cal is not None and no_face == 0  # every dev photo has a face
+    t = cal.verify_threshold(1e-3)
+    fmr, fnmr = fmr_fnmr(genuine, impostor, t)
+    counted = Rate(int(np.sum(impostor <= t)), len(impostor))
+    print(f"\n{d.id}: verify t={t:.4f} FMR {counted.text()} TAR {1 - fnmr:.2%} (calibration: {1 - cal.fnmr(t):.2%})")
+    assert fmr <= 3e-3
+    assert 1 - fnmr >= (0.90 if d.id == DEFAULT_MODEL_ID else 0.70)

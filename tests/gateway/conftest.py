@@ -230,6 +230,14 @@ async def identify(gate: httpx.AsyncClient, frame: tuple[str, bytes, str]) -> ht
     return await gate.post("/v1/gate/identify", files={"frame": frame})
 
 
+async def last_log(t: Tenant) -> dict[str, Any]:
+    """The event's newest access-log entry, as its organiser reads it (distances and thresholds are here, not in
+    what the gate device gets)."""
+    r = await t.org.get(f"/v1/events/{t.event_id}/log", params={"limit": 1})
+    assert r.status_code == 200, r.text
+    return dict(r.json()["items"][0])
+
+
 @pytest.fixture
 def unthrottled(gateway: Gateway) -> Iterator[None]:
     """Lift the per-gate rate limit: accuracy tests drive one gate key far faster than a turnstile would."""

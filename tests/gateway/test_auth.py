@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from services.contracts.models import DEFAULT_MODEL_ID
+from services.contracts.models import DEFAULT_MODEL_ID, MODELS
 from tests.gateway.conftest import ADMIN_TOKEN, Gateway
 
 
@@ -30,16 +30,21 @@ async def test_bootstrap_admin_creates_organiser_and_organiser_creates_gate(
     assert r.status_code == 422
 
 
+# Overrides stricter than the derived 1:1 threshold (laxer ones are bounded: test_calibrated_decisions).
+STRICT = round(MODELS[DEFAULT_MODEL_ID].verify_threshold * 0.8, 4)
+STRICTER = round(MODELS[DEFAULT_MODEL_ID].verify_threshold * 0.7, 4)
+
+
 async def test_event_defaults_and_overrides(new_tenant) -> None:
     t = await new_tenant()
     assert t.event["model_id"] == DEFAULT_MODEL_ID
     assert t.event["threshold_overridden"] is False
     r = await t.org.post(
-        "/v1/events", json={"name": "strict", "mode": "verify", "verify_threshold": 0.3, "identify_margin": 0.05}
+        "/v1/events", json={"name": "strict", "mode": "verify", "verify_threshold": STRICT, "identify_margin": 0.05}
     )
     assert r.status_code == 201, r.text
     ev = r.json()
-    assert ev["verify_threshold"] == 0.3 and ev["threshold_overridden"] is True and ev["mode"] == "verify"
+    assert ev["verify_threshold"] == STRICT and ev["threshold_overridden"] is True and ev["mode"] == "verify"
     r = await t.org.post("/v1/events", json={"name": "bad", "model_id": "no-such-model"})
     assert r.status_code == 422 and r.json()["code"] == "unknown_model"
     r = await t.org.get(f"/v1/events/{uuid.uuid4()}")
@@ -83,13 +88,15 @@ async def test_update_event_overrides_and_back_to_defaults(new_tenant) -> None:
     t = await new_tenant()
     default = t.event["verify_threshold"]
     base = f"/v1/events/{t.event_id}"
-    r = await t.org.patch(base, json={"verify_threshold": 0.25, "allow_reentry": True, "identify_margin": 0.05})
+    r = await t.org.patch(base, json={"verify_threshold": STRICTER, "allow_reentry": True, "identify_margin": 0.05})
     assert r.status_code == 200, r.text
     ev = r.json()
-    assert (ev["verify_threshold"], ev["allow_reentry"], ev["identify_margin"]) == (0.25, True, 0.05)
+    assert (ev["verify_threshold"], ev["allow_reentry"], ev["identify_margin"]) == (STRICTER, True, 0.05)
     assert ev["threshold_overridden"] is True and ev["name"] == t.event["name"]
     r = await t.org.patch(base, json={"verify_threshold": None, "name": None})
     assert r.json()["verify_threshold"] == default and r.json()["threshold_overridden"] is False
+    r = await t.org.patch(base, json={"identify_margin": None})
+    assert r.json()["margin_overridden"] is False and r.json()["identify_margin"] > 0  # the calibrated one
     assert r.json()["name"] == t.event["name"]
     assert (await t.org.patch(base, json={"model_id": "other"})).json()["model_id"] == DEFAULT_MODEL_ID
     assert (await t.gate.patch(base, json={"allow_reentry": False})).status_code == 403

@@ -93,7 +93,11 @@ def _photo(w: World, n: int = 1) -> tuple[str, bytes, str]:
 
 
 async def _fresh_attendee(w: World, t: Target) -> str:
-    r = await enrol(w.admin, t.event_id, name="Fresh", ticket=f"F-{uuid.uuid4().hex[:8]}", photos=[_photo(w)])
+    r = await w.admin.post(
+        f"/v1/events/{t.event_id}/attendees",
+        data={"name": "Fresh", "ticket_code": f"F-{uuid.uuid4().hex[:8]}", "allow_duplicate_face": "true"},
+        files=[("photos", _photo(w))],
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["attendee"]["id"])
 
@@ -145,7 +149,9 @@ def _on_event(method: str, suffix: str = "", **kwargs: Any) -> Builder:
 def _on_attendee(method: str, suffix: str = "", *, fresh: bool = False) -> Builder:
     async def build(w: World, t: Target, allowed: bool) -> Request:
         attendee = await _fresh_attendee(w, t) if fresh and allowed else t.attendee_id
-        kwargs = {"files": [("photos", _photo(w, 2))]} if suffix == "/photos" else {}
+        kwargs: dict[str, Any] = {}
+        if suffix == "/photos":  # the matrix's one face again, on another attendee: on purpose
+            kwargs = {"files": [("photos", _photo(w, 2))], "data": {"allow_duplicate_face": "true"}}
         return Request(method, f"/v1/events/{t.event_id}/attendees/{attendee}{suffix}", kwargs)
 
     return build
@@ -160,7 +166,8 @@ async def _erase_event(w: World, t: Target, allowed: bool) -> Request:
 
 
 async def _enrol(w: World, t: Target, allowed: bool) -> Request:
-    data = {"name": "Matrix", "ticket_code": f"M-{uuid.uuid4().hex[:8]}"}
+    # the same photo for every cell: one face under many tickets, on purpose (duplicates have their own test)
+    data = {"name": "Matrix", "ticket_code": f"M-{uuid.uuid4().hex[:8]}", "allow_duplicate_face": "true"}
     return Request("POST", f"/v1/events/{t.event_id}/attendees", {"data": data, "files": [("photos", _photo(w))]})
 
 

@@ -70,9 +70,13 @@ async def enrol(
     ticket_code: Annotated[str, Form(min_length=1, max_length=200)],
     photos: Annotated[list[UploadFile], File(description="one or more face photos")],
     external_ref: Annotated[str | None, Form(max_length=200)] = None,
+    allow_duplicate_face: Annotated[
+        bool, Form(description="enrol even if the face identifies another attendee of the event (logged)")
+    ] = False,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    """Register an attendee with face photos, all or nothing. 422 `quality_rejected` lists every photo's reasons."""
+    """Register an attendee with face photos, all or nothing. 422 `quality_rejected` lists every photo's reasons;
+    409 `duplicate_face` names the attendee whose face a photo shows."""
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
     status, body = await attendees.enrol(
         session,
@@ -87,6 +91,7 @@ async def enrol(
         cache=cache,
         max_photos=settings.max_photos_per_request,
         idempotency_ttl=timedelta(seconds=settings.idempotency_ttl_s),
+        allow_duplicate_face=allow_duplicate_face,
     )
     return JSONResponse(status_code=status, content=body)
 
@@ -128,6 +133,7 @@ async def add_photos(
     cache: CacheDep,
     settings: SettingsDep,
     photos: Annotated[list[UploadFile], File()],
+    allow_duplicate_face: Annotated[bool, Form()] = False,
 ) -> Enrolled:
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
     return await attendees.add_photos(
@@ -138,6 +144,7 @@ async def add_photos(
         downstream=downstream,
         cache=cache,
         max_photos=settings.max_photos_per_request,
+        allow_duplicate_face=allow_duplicate_face,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from services.common.errors import ERROR_RESPONSES
-from services.gateway import access_log, events
+from services.gateway import access_log, events, thresholds
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import (
     Decision,
@@ -34,25 +34,32 @@ async def create_event(
     event = await events.create_event(
         session, principal=principal, body=body, downstream=downstream, default_model_id=settings.default_model_id
     )
-    return events.to_out(event)
+    return await events.event_out(session, event)
 
 
 @router.get("", response_model=EventList)
 async def list_events(session: SessionDep, principal: RequireOrganiser) -> EventList:
-    return EventList(items=[events.to_out(e) for e in await events.list_events(session, principal=principal)])
+    items = await events.list_events(session, principal=principal)
+    sizes = await thresholds.gallery_sizes(session, [e.id for e in items])
+    empty = thresholds.GallerySize(attendees=0, templates=0)
+    return EventList(items=[events.to_out(e, sizes.get(e.id, empty)) for e in items])
 
 
 @router.get("/{event_id}", response_model=EventOut)
 async def get_event(event_id: uuid.UUID, session: SessionDep, principal: RequireOrganiser) -> EventOut:
-    return events.to_out(await events.get_managed_event(session, principal=principal, event_id=event_id))
+    """The event with its effective thresholds at its current size and what they are expected to do."""
+    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
+    return await events.event_out(session, event)
 
 
 @router.patch("/{event_id}", response_model=EventOut)
 async def update_event(
     event_id: uuid.UUID, body: EventUpdate, session: SessionDep, principal: RequireOrganiser
 ) -> EventOut:
-    """Change name, window, mode, re-entry, threshold overrides (null = the model's default) or the margin."""
-    return events.to_out(await events.update_event(session, principal=principal, event_id=event_id, body=body))
+    """Change name, window, mode, re-entry, target rates, threshold overrides (null = derived from the targets) or
+    the margin (null = calibrated)."""
+    event = await events.update_event(session, principal=principal, event_id=event_id, body=body)
+    return await events.event_out(session, event)
 
 
 @router.delete("/{event_id}", response_model=Erased)

@@ -1,6 +1,6 @@
 """Compare chip modes on labelled photos: which gives better verification with this model?
 
-    .venv/bin/python -m services.embedder.evaluate_align [--faces ../shared/faces/dev]
+    .venv/bin/python -m services.tools.evaluate_align [--faces ../shared/faces/dev]
 
 Detects each photo once (largest face), then embeds it three ways: FaceNet's box+margin crop, a 5-point
 similarity alignment to the model's template, and the same alignment to the ArcFace template scaled to the
