@@ -241,3 +241,40 @@ def test_sign_in_refuses_bad_and_gate_keys(site: Site, launch: Callable[..., Any
     page.get_by_label("API key (organiser)").press("Enter")
     page.wait_for_function("() => document.getElementById('signin-error').textContent.includes('gate key')")
     assert page.locator("#app-view").is_hidden()
+
+
+def test_console_shows_the_calibrated_rates_and_refuses_a_second_ticket_for_one_face(
+    stack: Stack, faces: Faces, launch: Callable[..., Any]
+) -> None:
+    own = new_site(stack, faces, name="Rates Arena")  # an event of its own: faces here must not collide
+    page = signed_in(launch(), own)
+    page.wait_for_function("() => document.getElementById('rates-summary')?.textContent.includes('at 0 attendees')")
+    assert "strangers admitted" in page.locator("#rates-summary").inner_text()
+    assert "target 1 in 333 strangers" in page.locator("#event-rates").inner_text()
+
+    def register(name: str, ticket: str, photo: Path) -> None:
+        page.locator("#enrol-name").fill(name)
+        page.locator("#enrol-ticket").fill(ticket)
+        page.locator("#enrol-photos").set_input_files([photo])
+        page.get_by_role("button", name="Register").click()
+
+    register("Madonna", "R-001", faces.path("Madonna", 1))
+    page.wait_for_function(
+        "() => document.getElementById('enrol-status').textContent.startsWith('Registered')", timeout=WAIT_MS
+    )
+    page.wait_for_function("() => document.getElementById('rates-summary').textContent.includes('at 1 attendees')")
+    # the same face under a second ticket: refused, naming the first attendee, with a way to insist
+    register("Someone", "R-002", faces.path("Madonna", 2))
+    page.wait_for_function(
+        "() => document.getElementById('enrol-status').textContent.includes('already registered as Madonna')",
+        timeout=WAIT_MS,
+    )
+    assert page.locator("#duplicate-box").is_visible()
+    assert [a["ticket_code"] for a in attendees(own, own.event_id)] == ["R-001"]
+    page.get_by_label("Register anyway").check()
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_function(
+        "() => document.getElementById('enrol-status').textContent.startsWith('Registered')", timeout=WAIT_MS
+    )
+    assert sorted(a["ticket_code"] for a in attendees(own, own.event_id)) == ["R-001", "R-002"]
+    page.wait_for_function("() => document.getElementById('rates-summary').textContent.includes('at 2 attendees')")

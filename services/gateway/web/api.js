@@ -66,6 +66,7 @@ export const REASONS = {
   face_mismatch: "The face does not match the ticket holder",
   no_match: "Not recognised",
   ambiguous: "Not sure who this is",
+  outside_event_window: "The gates are not open for this event now",
   face_too_small: "The face is too small: come closer or use a larger photo",
   low_confidence: "The face is not clearly visible",
   blurred: "The photo is blurred",

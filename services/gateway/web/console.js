@@ -87,7 +87,10 @@ async function pickEvent(id) {
   $("gate-key-out").replaceChildren();
   state.offset = 0;
   state.names.clear();
-  if (!id) return stopLog();
+  if (!id) {
+    $("event-rates").replaceChildren();
+    return stopLog();
+  }
   await Promise.all([loadAttendees(), refreshLog(), loadCounts()]);
   startLog();
 }
@@ -100,6 +103,7 @@ $("event-form").addEventListener("submit", async (e) => {
   try {
     const created = await api("POST", "/v1/events", { json: {
       name: $("event-name").value.trim(), mode: $("event-mode").value, allow_reentry: $("event-reentry").checked,
+      target_fpir: Number($("event-fpir").value),
     } });
     $("event-form").reset();
     await loadEvents(created.id);
@@ -126,7 +130,24 @@ $("new-gate-key").addEventListener("click", async () => {
 
 // --- counts ---------------------------------------------------------------------------------------------------
 
+// The effective thresholds follow the event's size: shown with what they are expected to cost, from the
+// model's calibration (GET /v1/events/{id}).
+async function loadRates() {
+  const e = await api("GET", ev());
+  const x = e.expected;
+  const oneIn = (rate) => (rate > 0 ? `1 in ${Math.round(1 / rate).toLocaleString()}` : "none");
+  $("event-rates").replaceChildren(
+    el("p", { id: "rates-summary", text: x.summary }),
+    el("p", { class: "muted", text:
+      `Face only: threshold ${e.identify_threshold.toFixed(4)} at ${x.attendees} attendees (target ${oneIn(e.target_fpir)} `
+      + `strangers, margin ${e.identify_margin.toFixed(4)}); with a ticket: ${e.verify_threshold.toFixed(4)} (target `
+      + `${oneIn(e.target_fmr)} impostors)${e.threshold_overridden ? "; set by hand" : ""}. Rates measured on news `
+      + "photos of people the system never saw; clear gate captures do better." }),
+  );
+}
+
 async function loadCounts() {
+  loadRates().catch(report("attendee-status"));
   const c = await api("GET", ev("/counts"));
   const breakdown = (title, map) => {
     const entries = Object.entries(map || {}).sort((a, b) => b[1] - a[1]);
@@ -266,12 +287,14 @@ $("enrol-form").addEventListener("submit", async (e) => {
   form.append("ticket_code", $("enrol-ticket").value.trim());
   if ($("enrol-ref").value.trim()) form.append("external_ref", $("enrol-ref").value.trim());
   for (const f of files) form.append("photos", f, f.name);
+  if ($("enrol-allow-duplicate").checked) form.append("allow_duplicate_face", "true");
   status.textContent = "Checking the photos…";
   $("enrol-submit").disabled = true;
   try {
     const res = await api("POST", ev("/attendees"), { form });
     status.textContent = `Registered ${res.attendee.name} (ticket ${res.attendee.ticket_code}) with ${res.templates_added} photo(s).`;
     $("enrol-form").reset();
+    $("duplicate-box").hidden = true;
     state.snapshots = [];
     renderSnapshots();
     await Promise.all([loadAttendees(), loadCounts()]);
@@ -279,6 +302,11 @@ $("enrol-form").addEventListener("submit", async (e) => {
     if (err instanceof ApiError && err.code === "quality_rejected") {
       status.textContent = "The photos were rejected: see the reasons below.";
       await showRejections(files, err.errors);
+    } else if (err instanceof ApiError && err.code === "duplicate_face") {
+      const other = (err.errors || [])[0] || {};
+      status.textContent = `This face is already registered as ${other.name || "another attendee"} `
+        + `(ticket ${other.ticket_code || "?"}). Nothing was stored.`;
+      $("duplicate-box").hidden = false;
     } else {
       status.textContent = explain(err);
     }
