@@ -1,11 +1,13 @@
-"""Gateway: events ask for error rates (target_fpir, target_fmr); the margin defaults to the calibrated one.
+"""Events ask for error rates (target_fpir, target_fmr); galleries count their attendees.
 
 Revision ID: 0004
 Revises: 0003
 
 Thresholds are derived from these targets and the gallery's size through the model's calibration
 (`services/gateway/thresholds.py`); the distance columns stay as bounded expert overrides. A NULL margin means
-the model's calibrated margin; existing events keep the margin they had.
+the model's calibrated margin; existing events keep the margin they had. The matcher keeps each gallery's
+attendee count beside its template count (both published with the version under the gallery's lock), since a
+1:K threshold depends on both and every search reports them.
 """
 
 from __future__ import annotations
@@ -27,9 +29,15 @@ def upgrade() -> None:
         " ALTER COLUMN identify_margin DROP NOT NULL,"
         " ALTER COLUMN identify_margin DROP DEFAULT"
     )
+    op.execute("ALTER TABLE matcher_galleries ADD COLUMN attendees integer NOT NULL DEFAULT 0")
+    op.execute(
+        "UPDATE matcher_galleries g SET attendees ="
+        " (SELECT count(DISTINCT attendee_id) FROM face_templates t WHERE t.event_id = g.event_id)"
+    )
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE matcher_galleries DROP COLUMN attendees")
     op.execute("UPDATE events SET identify_margin = 0 WHERE identify_margin IS NULL")
     op.execute(
         "ALTER TABLE events DROP COLUMN target_fpir, DROP COLUMN target_fmr,"

@@ -76,15 +76,15 @@ class Calibration(BaseModel):
     margin: float = Field(0.0, description="the ambiguity margin chosen on the fit split (0: only exact ties)")
     margin_fpir_factor: list[tuple[int, float]] = Field(
         default=[(1, 1.0)],
-        description="(gallery templates, share of a stranger's would-be admits that survive the margin), measured on "
-        "the fit split: with one attendee there is no second to be close to, with hundreds the margin refuses more",
+        description="(attendees, share of a stranger's would-be admits that survive the margin), measured on the "
+        "fit split: with one attendee there is no second to be close to, with hundreds the margin refuses more",
     )
 
-    def margin_factor(self, templates: int) -> float:
+    def margin_factor(self, attendees: int) -> float:
         """The surviving share at this gallery size. Interpolated as the effective number of comparisons (size x
         share, which never falls as a gallery grows) in log-log; past the largest measured size the last share
         holds (it only falls with size, so that errs strict)."""
-        n = max(templates, 1)
+        n = max(attendees, 1)
         sizes = [math.log(k) for k, _ in self.margin_fpir_factor]
         effective = [math.log(k * f) for k, f in self.margin_fpir_factor]
         last_k, last_f = self.margin_fpir_factor[-1]
@@ -123,12 +123,16 @@ class Calibration(BaseModel):
     def verify_threshold(self, target_fmr: float) -> float:
         return self.threshold_at_fmr(target_fmr)
 
-    def identify_threshold(self, target_fpir: float, templates: int, *, calibrated_margin: bool = True) -> float:
-        """The distance at which a gallery of `templates` admits strangers at `target_fpir`. With the calibrated
-        margin in force, part of those would-be admits are refused as ambiguous, so the threshold may be laxer."""
+    def identify_threshold(
+        self, target_fpir: float, templates: int, attendees: int | None = None, *, calibrated_margin: bool = True
+    ) -> float:
+        """The distance at which a gallery of `templates` templates (of `attendees` people; default one template
+        each) admits strangers at `target_fpir`. Every template is a chance for a look-alike; with the calibrated
+        margin in force, part of those would-be admits are refused as ambiguous (a share that depends on how many
+        *people* there are to be near), so the threshold may be laxer."""
         n = max(templates, 1)
         if calibrated_margin:
-            target_fpir = min(target_fpir / self.margin_factor(n), 0.5)
+            target_fpir = min(target_fpir / self.margin_factor(attendees if attendees else n), 0.5)
         per_comparison = -math.expm1(math.log1p(-target_fpir) / n)  # 1 - (1 - target)^(1/n), exact for tiny rates
         return self.threshold_at_fmr(per_comparison)
 

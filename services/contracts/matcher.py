@@ -75,6 +75,7 @@ class SearchResponse(BaseModel):
         description="exact scan, pgvector HNSW, or the matcher's in-memory copy of the gallery at its current version"
     )
     templates: int = Field(0, description="templates in the gallery at the searched version (1:K thresholds use it)")
+    attendees: int = Field(0, description="attendees with templates in the gallery at the searched version")
 
 
 class DistanceRequest(BaseModel):

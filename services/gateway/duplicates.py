@@ -41,7 +41,7 @@ async def check_duplicate_faces(
             )
         except DownstreamNotFound:
             return  # no gallery yet: nobody to collide with
-        threshold = thresholds.identify_threshold(event, found.templates)
+        threshold = thresholds.identify_threshold(event, found.templates, found.attendees)
         for match in found.matches:
             if match.attendee_id == attendee_id or match.distance > threshold:
                 continue

@@ -43,7 +43,7 @@ def to_out(event: Event, size: GallerySize) -> EventOut:
         target_fpir=event.target_fpir,
         target_fmr=event.target_fmr,
         verify_threshold=thresholds.verify_threshold(event),
-        identify_threshold=thresholds.identify_threshold(event, size.templates),
+        identify_threshold=thresholds.identify_threshold(event, size.templates, size.attendees),
         identify_margin=thresholds.identify_margin(event),
         threshold_overridden=event.verify_threshold is not None or event.identify_threshold is not None,
         margin_overridden=event.identify_margin is not None,

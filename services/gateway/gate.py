@@ -263,7 +263,7 @@ async def identify(
     nearest stranger."""
     started = time.perf_counter()
     model_of(event)
-    threshold = thresholds.identify_threshold(event, 0)  # logged as is when no search runs
+    threshold = thresholds.identify_threshold(event, 0, 0)  # logged as is when no search runs
     outcome: _Outcome
     if outside_window(event):
         outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
@@ -285,7 +285,7 @@ async def identify(
             )
             matches = sorted(found.matches, key=lambda m: m.distance)
             # The threshold for the gallery the matcher searched: it tightens as the event grows.
-            threshold = thresholds.identify_threshold(event, found.templates)
+            threshold = thresholds.identify_threshold(event, found.templates, found.attendees)
         except DownstreamNotFound:
             matches = []  # no gallery: nobody can be identified
         best = matches[0] if matches else None

@@ -48,12 +48,12 @@ def identify_margin(event: Event) -> float:
     return event.identify_margin if event.identify_margin is not None else calibration_of(event).margin
 
 
-def identify_threshold(event: Event, templates: int) -> float:
-    """For a gallery of `templates` templates (what the matcher searched)."""
+def identify_threshold(event: Event, templates: int, attendees: int) -> float:
+    """For a gallery of `templates` templates of `attendees` people (what the matcher searched)."""
     if event.identify_threshold is not None:
         return event.identify_threshold
     return calibration_of(event).identify_threshold(
-        event.target_fpir, templates, calibrated_margin=event.identify_margin is None
+        event.target_fpir, templates, attendees, calibrated_margin=event.identify_margin is None
     )
 
 
@@ -112,8 +112,8 @@ def expected_rates(event: Event, size: GallerySize) -> ExpectedRates:
     (unconstrained news photos: cooperative gate captures do better on the genuine side)."""
     cal = calibration_of(event)
     n = max(size.templates, 1)
-    t_identify = identify_threshold(event, size.templates)
-    margin_share = cal.margin_factor(n) if event.identify_margin is None else 1.0
+    t_identify = identify_threshold(event, size.templates, size.attendees)
+    margin_share = cal.margin_factor(size.attendees) if event.identify_margin is None else 1.0
     fpir = min(1.0, cal.fpir(t_identify, n) * margin_share)
     lo, hi = cal.fpir_interval(t_identify, n)
     per_attendee = size.templates / size.attendees if size.attendees else 1.0

@@ -152,6 +152,7 @@ async def search(
         ],
         mode=result.mode,
         templates=result.templates,
+        attendees=result.attendees,
     )
 
 

@@ -47,6 +47,7 @@ class SearchResult:
     matches: list[Match]
     mode: Answered
     templates: int = 0  # the gallery's size at the version searched: a 1:K threshold depends on it
+    attendees: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,15 @@ async def add_templates(
     version = await store.lock_gallery(session, event_id)
     if version is None:  # dropped between our read and the lock
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
+    new_attendees = {r[1] for r in rows}
     try:
+        known = await store.known_attendees(session, event_id, list(new_attendees))
         await store.insert_templates(session, event_id, rows=rows, version=version)
     except ProgrammingError as exc:  # the partition is gone though the registry row was there
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
-    await store.commit_change(session, event_id, version=version, delta=len(rows))
+    await store.commit_change(
+        session, event_id, version=version, delta=len(rows), attendees_delta=len(new_attendees) - known
+    )
     CACHE.invalidate(event_id)
     return [r[0] for r in rows]
 
@@ -191,7 +196,7 @@ async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_i
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     deleted = await store.delete_attendee(session, event_id, attendee_id, version=version)
     if deleted:  # a no-op delete leaves the version alone, so resident copies stay current
-        await store.commit_change(session, event_id, version=version, delta=-deleted)
+        await store.commit_change(session, event_id, version=version, delta=-deleted, attendees_delta=-1)
     CACHE.invalidate(event_id)
     return deleted
 
@@ -312,7 +317,7 @@ async def _search_resident(
         hits = res.search(unit_vector(embedding, dim=meta.dim), k=k, ef=_resident_ef(res, settings, ef_search))
     SEARCHES.labels("resident").inc()
     SEARCH_CANDIDATES.labels("resident").observe(_resident_ef(res, settings, ef_search))
-    return SearchResult(matches=hits, mode="resident", templates=meta.templates)
+    return SearchResult(matches=hits, mode="resident", templates=meta.templates, attendees=meta.attendees)
 
 
 async def _search(
@@ -354,4 +359,4 @@ async def _search(
         candidates = len(neighbours)
     SEARCHES.labels(chosen).inc()
     SEARCH_CANDIDATES.labels(chosen).observe(candidates)
-    return SearchResult(matches=matches, mode=chosen, templates=meta.templates)
+    return SearchResult(matches=matches, mode=chosen, templates=meta.templates, attendees=meta.attendees)

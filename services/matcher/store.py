@@ -167,12 +167,28 @@ async def lock_gallery(session: AsyncSession, event_id: uuid.UUID) -> int | None
     return int(row[0]) if row else None
 
 
-async def commit_change(session: AsyncSession, event_id: uuid.UUID, *, version: int, delta: int) -> None:
-    """Publish a change made under `lock_gallery`: the new version and the template count, in step."""
+async def commit_change(
+    session: AsyncSession, event_id: uuid.UUID, *, version: int, delta: int, attendees_delta: int = 0
+) -> None:
+    """Publish a change made under `lock_gallery`: the new version and the template and attendee counts, in step."""
     await session.execute(
-        text("UPDATE matcher_galleries SET version = :v, templates = templates + :n WHERE event_id = :e"),
-        {"v": version, "n": delta, "e": event_id},
+        text(
+            "UPDATE matcher_galleries SET version = :v, templates = templates + :n, attendees = attendees + :a"
+            " WHERE event_id = :e"
+        ),
+        {"v": version, "n": delta, "a": attendees_delta, "e": event_id},
     )
+
+
+async def known_attendees(session: AsyncSession, event_id: uuid.UUID, attendee_ids: Sequence[uuid.UUID]) -> int:
+    """How many of these attendees already have templates (under `lock_gallery`, so the answer stays true)."""
+    row = (
+        await session.execute(
+            text(f"SELECT count(DISTINCT attendee_id) FROM {_table(session, event_id)} WHERE attendee_id = ANY(:a)"),
+            {"a": list(attendee_ids)},
+        )
+    ).one()
+    return int(row[0])
 
 
 async def gallery_counts(session: AsyncSession, event_id: uuid.UUID) -> tuple[int, int]:
@@ -330,14 +346,17 @@ class GalleryMeta:
     dim: int
     templates: int
     version: int = 0
+    attendees: int = 0
 
 
 async def read_gallery_meta(sc: SearchConnection, event_id: uuid.UUID) -> GalleryMeta | None:
     cur = await sc.conn.execute(
-        "SELECT model_id, dim, templates, version FROM matcher_galleries WHERE event_id = %s", (event_id,)
+        "SELECT model_id, dim, templates, version, attendees FROM matcher_galleries WHERE event_id = %s", (event_id,)
     )
     row = await cur.fetchone()
-    return GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3]) if row else None
+    if row is None:
+        return None
+    return GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3], attendees=row[4])
 
 
 async def search_on(

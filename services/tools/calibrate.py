@@ -132,7 +132,7 @@ def calibrate_model(fs: FaceSet, *, data: str) -> tuple[Calibration, Report]:
         predicted.append({
             "k": k, "threshold": t, "fpir": cal.fpir(t, k) * share,
             "fpir_90": [lo * share, hi * share], "fnir": cal.fnmr(t),
-            "fnir_two_photos": cal.fnmr(cal.identify_threshold(DEFAULT_TARGET_FPIR, 2 * k), 2),
+            "fnir_two_photos": cal.fnmr(cal.identify_threshold(DEFAULT_TARGET_FPIR, 2 * k, k), 2),
         })  # fmt: skip
     report = Report(
         model_id=fs.model_id,
@@ -170,7 +170,7 @@ def format_report(rep: Report, cal: Calibration) -> str:
         f"impostor tail: GPD below d={cal.tail.u:.4f} (FMR {cal.tail.p_u:.1e}), xi {cal.tail.xi:.3f}, "
         f"sigma {cal.tail.sigma:.4f}; margin {cal.margin:.4f} keeps "
         + ", ".join(f"{f:.0%} at {k}" for k, f in cal.margin_fpir_factor)
-        + " templates of a stranger's would-be admits",
+        + " attendees of a stranger's would-be admits",
         "",
         f"verify at target FMR {v['target_fmr']:g}: threshold {float(v['threshold']):.4f}, held-back "
         f"FMR {_r(v['fmr'])}, FNMR {_r(v['fnmr'])}",

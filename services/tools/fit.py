@@ -264,7 +264,7 @@ def simulate_identify(
     fpir, fnir, wrong = Rate(0, 0), Rate(0, 0), Rate(0, 0)
     if threshold is None:
         calibrated = margin == cal.margin
-        threshold = cal.identify_threshold(target_fpir, k * templates_per_attendee, calibrated_margin=calibrated)
+        threshold = cal.identify_threshold(target_fpir, k * templates_per_attendee, k, calibrated_margin=calibrated)
     for _ in range(repeats):
         gallery_ids = rng.choice(eligible, size=k, replace=False)
         in_gallery = set(gallery_ids.tolist())

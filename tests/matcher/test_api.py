@@ -137,3 +137,31 @@ async def test_ops_endpoints(client: httpx.AsyncClient) -> None:
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200 and "facegate_http_requests_total" in metrics.text
     assert 'route="/v1/galleries/{event_id}"' in metrics.text
+
+
+async def test_every_search_reports_the_gallery_size_it_searched(client: httpx.AsyncClient, new_gallery) -> None:
+    """A 1:K threshold depends on how many templates of how many people were searched: the counts move with every
+    write (new attendee, more photos of a known one, erasure) and come back with each search."""
+    event = await new_gallery()
+    rng = np.random.default_rng(5)
+    a, b = uuid.uuid4(), uuid.uuid4()
+
+    async def sizes() -> tuple[int, int]:
+        s = await client.post(f"/v1/galleries/{event}/search", json={"model_id": MODEL, "embedding": [1.0] * DIM})
+        assert s.status_code == 200, s.text
+        return s.json()["templates"], s.json()["attendees"]
+
+    assert await sizes() == (0, 0)
+    r = await client.post(
+        f"/v1/galleries/{event}/templates", json={"templates": [template(a, v) for v in unit(rng, 2, DIM)]}
+    )
+    assert r.status_code == 201 and await sizes() == (2, 1)
+    r = await client.post(
+        f"/v1/galleries/{event}/templates",
+        json={"templates": [template(a, unit(rng, 1, DIM)[0]), template(b, unit(rng, 1, DIM)[0])]},
+    )
+    assert r.status_code == 201 and await sizes() == (4, 2)  # a was known: one new attendee, two templates
+    assert (await client.delete(f"/v1/galleries/{event}/attendees/{a}")).json()["deleted"] == 3
+    assert await sizes() == (1, 1)
+    assert (await client.delete(f"/v1/galleries/{event}/attendees/{a}")).json()["deleted"] == 0
+    assert await sizes() == (1, 1)  # erasing twice changes nothing
