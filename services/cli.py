@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="start Postgres, Redis and the services on this machine")
     run.add_argument("--data-dir", default="data", help="where the embedded Postgres and Redis keep their data")
+    run.add_argument("--verbose", action="store_true", help="show the libraries' own start-up banners and warnings")
 
     cal = sub.add_parser(
         "calibrate", help="fit each model's calibration on part of a labelled face set, measure it on the rest"
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "run":
+        import os
+
+        if args.verbose:
+            os.environ["FACEGATE_VERBOSE"] = "1"  # the services inherit it (services/embedder/__init__.py)
         from services.stack import run_stack
 
         return run_stack(data_dir=args.data_dir)

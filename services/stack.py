@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,22 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+# TensorFlow's C++ runtime (absl logging since 2.16) prints INFO/WARNING banners at import that
+# TF_CPP_MIN_LOG_LEVEL no longer silences (oneDNN, CPU features, "before absl::InitializeLog"): on the terminal of
+# `make run` they read as errors. The supervisor drops those lines unless FACEGATE_VERBOSE=1 (`--verbose`);
+# errors (E...) and everything of ours pass through.
+_LIBRARY_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\]|WARNING: All log messages before absl::InitializeLog"
+    rb"|To enable the following instructions: )"
+)
+
+
+def _copy_quietly(src: Any, dst: Any) -> None:
+    """Copy a child's output line by line, without the libraries' start-up noise."""
+    for line in iter(src.readline, b""):
+        if not _LIBRARY_NOISE.match(line):
+            dst.write(line)
+            dst.flush()
 
 
 @dataclass(frozen=True)
@@ -115,12 +133,18 @@ class Stack:
             "--host", self.host, "--port", str(self.ports[spec.name]), "--no-access-log",
         ]  # fmt: skip
         out: Any = None
+        quiet = self.log_dir is None and os.environ.get("FACEGATE_VERBOSE") != "1"
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        self.procs[spec.name] = subprocess.Popen(
+        elif quiet:
+            out = subprocess.PIPE
+        proc = subprocess.Popen(
             cmd, cwd=REPO, env=self.service_env(), stdout=out, stderr=subprocess.STDOUT if out else None
         )
+        if quiet:
+            threading.Thread(target=_copy_quietly, args=(proc.stdout, sys.stdout.buffer), daemon=True).start()
+        self.procs[spec.name] = proc
 
     def wait_ready(self, spec: ServiceSpec) -> None:
         deadline = time.monotonic() + spec.ready_timeout_s
