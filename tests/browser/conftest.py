@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from services.stack import Stack
+from tests.conftest import REQUIRE_BROWSER, skip_unless_required
 from tests.gateway.conftest import Faces
 from tests.stacks import new_stack, open_event
 
@@ -43,9 +44,10 @@ BLUR_JS = "for (const e of document.querySelectorAll('video, img, canvas')) e.st
 
 def chromium_path() -> str:
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(
+        skip_unless_required(
+            REQUIRE_BROWSER,
             f"Chromium not found at {CHROMIUM}: `make test` installs it as root (apt-get install chromium); "
-            "set FACEGATE_CHROMIUM to another binary"
+            "set FACEGATE_CHROMIUM to another binary",
         )
     return CHROMIUM
 
@@ -134,7 +136,10 @@ def faces(faces_dir: Path) -> Faces:
 
 @pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra (make setup)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_unless_required(REQUIRE_BROWSER, "playwright is not installed: it is in the dev extra (make setup)")
     with sync_api.sync_playwright() as p:
         yield p
 
