@@ -114,3 +114,29 @@ async def test_erase_event_removes_everything(new_tenant, faces: Faces, matcher:
     # its gate keys went with it
     r = await verify(t.gate, "X-1", faces.other("noface"))
     assert r.status_code == 401
+
+
+async def test_erase_event_purges_its_cached_templates(new_tenant, faces: Faces, gateway: Gateway) -> None:
+    """Erasing an event removes every one of its attendees' templates from Redis, and nobody else's."""
+    redis = gateway.app.state.redis
+    t = await new_tenant(allow_reentry=True, verify_threshold=PINNED_THRESHOLD)
+    other = await new_tenant(allow_reentry=True, verify_threshold=PINNED_THRESHOLD)
+    cached = []
+    for tenant, person, n, ticket in (
+        (t, "Hugo_Chavez", 1, "P-1"),
+        (t, "Ariel_Sharon", 1, "P-2"),
+        (other, "Tony_Blair", 2, "P-1"),
+    ):
+        r = await enrol(tenant.org, tenant.event_id, name=person, ticket=ticket, photos=[faces.photo(person, n)])
+        assert r.status_code == 201, r.text
+        r = await verify(tenant.gate, ticket, faces.photo(person, n))  # a 1:1 check fills the cache
+        assert r.json()["decision"] == "admit", r.text
+        key = f"fg:tpl:{tenant.event_id}:{r.json()['attendee_id']}"
+        assert await redis.exists(key), key
+        cached.append(key)
+    assert sorted([k.decode() async for k in redis.scan_iter(match=f"fg:tpl:{t.event_id}:*")]) == sorted(cached[:2])
+
+    r = await t.org.delete(f"/v1/events/{t.event_id}")
+    assert r.status_code == 200, r.text
+    assert [k async for k in redis.scan_iter(match=f"fg:tpl:{t.event_id}:*")] == []
+    assert await redis.exists(cached[2]), "another event's cached templates went too"
