@@ -229,7 +229,8 @@ def shots(tmp_path: Path) -> Callable[..., Path]:
         path = tmp_path / f"{name}.png"
         if readme:
             page.evaluate(BLUR_JS)
-            page.wait_for_timeout(100)
+            # two animation frames: the blur has been painted (not a guess at how long that takes)
+            page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
         page.screenshot(path=str(path), full_page=full_page)
         assert path.stat().st_size > 1000
         out = os.environ.get("FACEGATE_SCREENSHOTS")
