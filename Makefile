@@ -22,14 +22,20 @@ test: setup browser
 	$(BIN)/python -m pytest
 
 # tests/browser drive Debian's chromium (Playwright's own browser download does not work here). As root with
-# apt-get (CI's clean clone) it is installed when missing; otherwise nothing happens and those tests skip.
+# apt-get (CI's clean clone) it is installed when missing; otherwise nothing happens and those tests skip, except
+# with FACEGATE_REQUIRE_BROWSER=1 (.ci/run sets it): then a chromium that cannot be had stops the run here.
+CHROMIUM ?= $(or $(FACEGATE_CHROMIUM),/usr/bin/chromium)
 browser:
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing chromium for tests/browser"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get install -y -q chromium >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
-		echo "chromium could not be installed: tests/browser will skip"; \
+		echo "chromium could not be installed: tests/browser will skip" >&2; \
+	fi
+	@if [ "$${FACEGATE_REQUIRE_BROWSER:-0}" != 0 ] && [ ! -x $(CHROMIUM) ]; then \
+		echo "FACEGATE_REQUIRE_BROWSER=1 and no chromium at $(CHROMIUM): tests/browser cannot run" >&2; \
+		exit 1; \
 	fi
 
 lint: setup

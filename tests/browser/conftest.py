@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from services.stack import Stack
+from tests.conftest import REQUIRE_BROWSER, skip_unless_required
 from tests.gateway.conftest import Faces
 from tests.stacks import new_stack, open_event
 
@@ -41,11 +42,57 @@ BASE_ARGS = [
 BLUR_JS = "for (const e of document.querySelectorAll('video, img, canvas')) e.style.filter = 'blur(32px)';"
 
 
+# Installed into a page before its scripts run (`watch(page)`), so tests wait on what the page did, not on
+# fixed sleeps: `__ticks` counts interval callbacks run (the kiosk's only interval is its camera sampling tick),
+# `__states` every value <body data-state> took, in order, and `__fetches` every fetch() the page made.
+WATCH_JS = """
+(() => {
+  window.__ticks = 0;
+  window.__states = [];
+  window.__fetches = [];
+  const every = window.setInterval;
+  window.setInterval = function (fn, ms, ...args) {
+    return every.call(window, function (...a) { window.__ticks++; return fn.apply(this, a); }, ms, ...args);
+  };
+  const fetch = window.fetch;
+  window.fetch = function (input, init) {
+    window.__fetches.push(`${(init && init.method) || "GET"} ${input}`);
+    return fetch.call(window, input, init);
+  };
+  new MutationObserver((records) => {
+    records.forEach((r, i) => {
+      if (r.target !== document.body) return;
+      const later = records.slice(i + 1).find((x) => x.target === document.body);
+      window.__states.push(later ? later.oldValue : document.body.dataset.state);
+    });
+  }).observe(document, { attributes: true, attributeOldValue: true, subtree: true, attributeFilter: ["data-state"] });
+})();
+"""
+
+
+def watch(page: Any) -> Any:
+    """`page` with WATCH_JS installed for every document it loads from now on."""
+    page.add_init_script(WATCH_JS)
+    return page
+
+
+def states(page: Any) -> list[str]:
+    return list(page.evaluate("window.__states"))
+
+
+def wait_ticks(page: Any, n: int, timeout: int = 60_000) -> None:
+    """Until the page's interval callbacks have run `n` more times: however slow the machine, the kiosk has
+    then sampled the camera `n` times and had every chance to act on what it saw."""
+    target = int(page.evaluate("window.__ticks")) + n
+    page.wait_for_function("n => window.__ticks >= n", arg=target, timeout=timeout)
+
+
 def chromium_path() -> str:
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(
+        skip_unless_required(
+            REQUIRE_BROWSER,
             f"Chromium not found at {CHROMIUM}: `make test` installs it as root (apt-get install chromium); "
-            "set FACEGATE_CHROMIUM to another binary"
+            "set FACEGATE_CHROMIUM to another binary",
         )
     return CHROMIUM
 
@@ -134,7 +181,10 @@ def faces(faces_dir: Path) -> Faces:
 
 @pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra (make setup)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_unless_required(REQUIRE_BROWSER, "playwright is not installed: it is in the dev extra (make setup)")
     with sync_api.sync_playwright() as p:
         yield p
 
@@ -179,7 +229,8 @@ def shots(tmp_path: Path) -> Callable[..., Path]:
         path = tmp_path / f"{name}.png"
         if readme:
             page.evaluate(BLUR_JS)
-            page.wait_for_timeout(100)
+            # two animation frames: the blur has been painted (not a guess at how long that takes)
+            page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
         page.screenshot(path=str(path), full_page=full_page)
         assert path.stat().st_size > 1000
         out = os.environ.get("FACEGATE_SCREENSHOTS")

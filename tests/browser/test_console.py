@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.stack import Stack
-from tests.browser.conftest import Site, make_y4m, new_site
+from tests.browser.conftest import Site, make_y4m, new_site, watch
 from tests.gateway.conftest import Faces
 
 WAIT_MS = 60_000  # an enrolment embeds on 2 shared cores; the first one also warms the embedder up
@@ -27,7 +27,7 @@ def site(stack: Stack, faces: Faces) -> Site:
 
 
 def signed_in(browser: Any, site: Site) -> Any:
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page = watch(browser.new_page(viewport={"width": 1280, "height": 1000}))
     page.goto(site.url + "/")
     page.get_by_label("API key (organiser)").fill(site.org_token)
     page.get_by_role("button", name="Sign in").click()
@@ -147,8 +147,15 @@ def test_console_enrol_reject_log_revoke_erase(
     page.get_by_role("button", name="Erase Colin Powell").click()
     dialog = page.locator("#erase-dialog")
     assert dialog.is_visible() and "Colin Powell, ticket C-001" in dialog.inner_text()
+    # resolves once the dialog's own close handler (the one that would erase) has run
+    page.evaluate(
+        """() => { window.__closed = new Promise((done) => document.getElementById('erase-dialog')
+                     .addEventListener('close', () => setTimeout(done, 0), { once: true })); }"""
+    )
     dialog.get_by_role("button", name="Cancel").click()
-    page.wait_for_timeout(300)
+    page.evaluate("() => window.__closed")
+    assert not [f for f in page.evaluate("window.__fetches") if f.startswith("DELETE")], "cancel erased"
+    assert dialog.is_hidden()
     assert [a["name"] for a in attendees(site, event_id)] == ["Colin Powell"]
     page.get_by_role("button", name="Erase Colin Powell").click()
     dialog.get_by_role("button", name="Erase").click()

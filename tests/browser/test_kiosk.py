@@ -12,10 +12,13 @@ import httpx
 import pytest
 
 from services.stack import Stack
-from tests.browser.conftest import Site, make_y4m, new_site
+from tests.browser.conftest import Site, make_y4m, new_site, states, wait_ticks, watch
 from tests.gateway.conftest import Faces
 
 DECISION_TIMEOUT_MS = 60_000  # first frames pay for the embedder's warm-up on 2 shared cores
+# Camera samples the kiosk takes (150 ms apart on a quick machine) while a test checks it does NOT send a frame:
+# more than twice the steady samples it needs before sending one (kiosk.js STEADY_SAMPLES = 4).
+QUIET_TICKS = 10
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def site(stack: Stack, faces: Faces) -> Site:
 
 
 def kiosk(browser: Any, site: Site, key: str | None = None) -> Any:
-    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    page = watch(browser.new_page(viewport={"width": 1024, "height": 768}))
     page.goto(f"{site.url}/kiosk#key={key or site.gate_token}")
     return page
 
@@ -62,8 +65,9 @@ def test_enrolled_person_is_admitted_by_name(
     # it clears itself after a few seconds, and the same still scene is not decided (or logged) again
     assert wait_state(page, "ready", timeout=10_000) == "ready"
     assert page.locator("#result").is_hidden()
-    page.wait_for_timeout(1500)
-    assert page.evaluate("document.body.dataset.state") == "ready"
+    seen = len(states(page))
+    wait_ticks(page, QUIET_TICKS)  # the still scene sampled again and again: not "steadying", not "checking"
+    assert states(page)[seen:] == [] and page.evaluate("document.body.dataset.state") == "ready", states(page)
     assert len(log_rows(site)) == before + 1
 
 
@@ -124,8 +128,10 @@ def test_verify_only_event_asks_for_the_ticket(
     page.wait_for_function(
         "() => document.getElementById('status').textContent === 'Scan or type your ticket'", timeout=60_000
     )
-    page.wait_for_timeout(1500)
-    assert page.evaluate("document.body.dataset.state") == "ready" and log_rows(site) == []
+    seen = len(states(page))
+    wait_ticks(page, QUIET_TICKS)  # without a ticket, no frame goes out however long the face is there
+    assert states(page)[seen:] == [] and page.evaluate("document.body.dataset.state") == "ready", states(page)
+    assert log_rows(site) == []
     assert page.evaluate("document.activeElement.id") == "ticket"  # a scanner's keystrokes land in the field
     page.keyboard.type("V-BLAIR\n")
     assert wait_state(page, "admit", "deny", "unknown") == "admit"
@@ -196,11 +202,12 @@ def test_a_late_answer_is_never_shown(site: Site, faces: Faces, launch: Callable
     site.enrol("Angelina Jolie", "T-JOLIE", [("Angelina_Jolie", 1), ("Angelina_Jolie", 2)])
     held: list[Any] = []
     camera = make_y4m(faces.path("Tony_Blair", 5), tmp_path / "blair.y4m")
-    page = launch(camera).new_page(viewport={"width": 1024, "height": 768})
+    page = watch(launch(camera).new_page(viewport={"width": 1024, "height": 768}))
     page.route("**/v1/gate/identify", lambda route: held.append(route))  # held: neither answered nor failed yet
     page.goto(f"{site.url}/kiosk#key={site.gate_token}")
     wait_state(page, "checking", timeout=20_000)
-    for _ in range(100):
+    page.wait_for_function("() => window.__fetches.some(f => f.includes('/v1/gate/identify'))", timeout=20_000)
+    for _ in range(1200):  # the route handler runs once Playwright dispatches the request to this thread
         if held:
             break
         page.wait_for_timeout(50)
@@ -210,8 +217,10 @@ def test_a_late_answer_is_never_shown(site: Site, faces: Faces, launch: Callable
     page.fill("#ticket", "T-JOLIE")  # someone else's ticket: 1:1 must deny this face
     page.press("#ticket", "Enter")
     assert wait_state(page, "admit", "deny", "unknown") == "deny"
-    held[0].fulfill(response=late)  # the old admit arrives now
-    page.wait_for_timeout(700)
-    assert page.evaluate("document.body.dataset.state") == "deny"
+    shown = len(states(page))
+    with page.expect_event("requestfinished", lambda r: r.url.endswith("/v1/gate/identify"), timeout=20_000):
+        held[0].fulfill(response=late)  # the old admit arrives now
+    wait_ticks(page, 3)  # the page has had its turns to read and handle that answer
+    assert "admit" not in states(page)[shown:], states(page)
     assert page.locator("#result").get_attribute("data-reason") == "face_mismatch"
     assert "Welcome" not in page.locator("#result").inner_text()

@@ -62,15 +62,28 @@ async def test_errors_reach_every_caller_of_the_batch_and_worker_survives() -> N
 
 
 async def test_event_loop_stays_responsive() -> None:
-    model = FakeModel(delay=0.2)
+    """While the model is busy the loop keeps running: the model blocks until a coroutine on the loop releases
+    it. Run on the loop's thread, the model would hold the loop and never be released (it gives up after 10 s
+    and says so), whatever the machine's speed; no wall-clock bound is involved."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    release = threading.Event()
+    released: list[bool] = []
+
+    def model(items: list[int]) -> list[int]:
+        loop.call_soon_threadsafe(started.set)
+        released.append(release.wait(timeout=10))
+        return [i * 2 for i in items]
+
     batcher = MicroBatcher(model, max_batch=2, max_wait_s=0.0, name="t4")
     try:
         task = asyncio.create_task(batcher.submit(1))
-        start = time.perf_counter()
-        await asyncio.sleep(0.01)
-        assert time.perf_counter() - start < 0.1  # the 200 ms call is not blocking the loop
+        await asyncio.wait_for(started.wait(), 30)  # the model is running now
+        release.set()  # from the loop, while the model is still inside its call
         assert await task == 2
+        assert released == [True], "the model was never released: it held the event loop"
     finally:
+        release.set()
         await batcher.close()
 
 

@@ -374,15 +374,35 @@ async def test_authorization_matrix(key: tuple[str, str], world: World, unthrott
 async def test_public_routes_need_no_key(gateway: Gateway, world: World) -> None:
     public = sorted(k for k in route_keys(gateway.app.routes) if not k[1].startswith("/v1/"))
     assert {p for _, p in public} >= {"/healthz", "/readyz", "/openapi.json"}
-    for method, path in public:
-        if method != "GET":
-            continue
-        url = path.replace("{name}", "app.js").replace("{path:path}", "app.js")
+    # Each public route's exact answer (everything is up, so /readyz is 200): "not 401/403" alone would let a
+    # 500 through. A public route added without an entry here fails, like an API route without a matrix entry.
+    want = {
+        "/healthz": (200, "application/json"),
+        "/readyz": (200, "application/json"),
+        "/metrics": (200, "text/plain"),
+        "/openapi.json": (200, "application/json"),
+        "/docs": (200, "text/html"),
+        "/docs/oauth2-redirect": (200, "text/html"),
+        "/redoc": (200, "text/html"),
+        "/": (200, "text/html"),
+        "/kiosk": (200, "text/html"),
+        "/console": (308, None),
+        "/web/{name}": (200, "text/javascript"),
+    }
+    gets = sorted(path for method, path in public if method == "GET")
+    assert sorted(want) == gets, f"public routes without an expected answer here: {sorted(set(gets) - set(want))}"
+    for path in gets:
+        status, ctype = want[path]
+        url = path.replace("{name}", "kiosk.js")
         for caller in world.callers:
             headers = {"authorization": caller.header} if caller.header else {}
             r = await world.raw.get(url, headers=headers)
-            # a page or file may well be absent (404), but no key is ever asked for
-            assert r.status_code not in (401, 403), (caller.name, path, r.status_code)
+            assert r.status_code == status, (caller.name, path, r.status_code, r.text[:200])
+            if ctype is not None:
+                assert r.headers["content-type"].startswith(ctype), (caller.name, path, r.headers["content-type"])
+    # the one redirect goes to the console, and an unknown file under /web is a plain 404 for everyone
+    assert (await world.raw.get("/console")).headers["location"] == "/"
+    assert (await world.raw.get("/web/nothing.js")).status_code == 404
 
 
 async def test_lists_show_only_the_callers_tenant(world: World) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from services.contracts.models import DEFAULT_MODEL_ID
@@ -152,7 +154,13 @@ async def test_access_log_and_counts(event) -> None:
     denies = (await t.org.get(f"/v1/events/{t.event_id}/log", params={"decision": "deny"})).json()["items"]
     assert denies and all(e["decision"] == "deny" for e in denies)
     r = await t.org.get(f"/v1/events/{t.event_id}/log", params={"gate": t.gate_key_id, "since": "2000-01-01T00:00:00Z"})
-    assert len(r.json()["items"]) == len(seen) if len(seen) <= 50 else 50
+    # every decision was this gate's and after 2000: the newest default page (50) of them, in order
+    assert [e["id"] for e in r.json()["items"]] == seen[:50], r.text[:300]
+    # and the filters do filter: another gate, or a time after the last decision, finds nothing
+    r = await t.org.get(f"/v1/events/{t.event_id}/log", params={"gate": str(uuid.uuid4())})
+    assert r.status_code == 200 and r.json()["items"] == [], r.text[:300]
+    r = await t.org.get(f"/v1/events/{t.event_id}/log", params={"since": "2999-01-01T00:00:00Z"})
+    assert r.status_code == 200 and r.json()["items"] == [], r.text[:300]
     counts = (await t.org.get(f"/v1/events/{t.event_id}/counts")).json()
     assert counts["admitted"] >= 2
     assert counts["denied_by_reason"].get("face_mismatch", 0) >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -114,3 +115,66 @@ async def test_erase_event_removes_everything(new_tenant, faces: Faces, matcher:
     # its gate keys went with it
     r = await verify(t.gate, "X-1", faces.other("noface"))
     assert r.status_code == 401
+
+
+async def test_erase_event_purges_its_cached_templates(new_tenant, faces: Faces, gateway: Gateway) -> None:
+    """Erasing an event removes every one of its attendees' templates from Redis, and nobody else's."""
+    redis = gateway.app.state.redis
+    t = await new_tenant(allow_reentry=True, verify_threshold=PINNED_THRESHOLD)
+    other = await new_tenant(allow_reentry=True, verify_threshold=PINNED_THRESHOLD)
+    cached = []
+    for tenant, person, n, ticket in (
+        (t, "Hugo_Chavez", 1, "P-1"),
+        (t, "Ariel_Sharon", 1, "P-2"),
+        (other, "Tony_Blair", 2, "P-1"),
+    ):
+        r = await enrol(tenant.org, tenant.event_id, name=person, ticket=ticket, photos=[faces.photo(person, n)])
+        assert r.status_code == 201, r.text
+        r = await verify(tenant.gate, ticket, faces.photo(person, n))  # a 1:1 check fills the cache
+        assert r.json()["decision"] == "admit", r.text
+        key = f"fg:tpl:{tenant.event_id}:{r.json()['attendee_id']}"
+        assert await redis.exists(key), key
+        cached.append(key)
+    assert sorted([k.decode() async for k in redis.scan_iter(match=f"fg:tpl:{t.event_id}:*")]) == sorted(cached[:2])
+
+    r = await t.org.delete(f"/v1/events/{t.event_id}")
+    assert r.status_code == 200, r.text
+    assert [k async for k in redis.scan_iter(match=f"fg:tpl:{t.event_id}:*")] == []
+    assert await redis.exists(cached[2]), "another event's cached templates went too"
+
+
+async def test_one_idempotency_key_string_under_two_api_keys_is_two_requests(
+    new_tenant, faces: Faces, gateway: Gateway, admin: httpx.AsyncClient, matcher: httpx.AsyncClient
+) -> None:
+    """Idempotency keys belong to the API key that sent them: the same string from another organiser key (of
+    the same tenant, or of another tenant) never replays the first key's response, and is not 'reused' either."""
+    key = {"Idempotency-Key": f"shared-{uuid.uuid4().hex[:8]}"}
+    photos = [faces.photo("Hugo_Chavez", 1)]
+    a = await new_tenant()
+    b = await new_tenant()  # another tenant
+    r = await admin.post("/v1/keys", json={"name": "a second", "role": "organiser", "same_tenant_as": a.org_key_id})
+    assert r.status_code == 201, r.text
+    a2 = gateway.client(r.json()["token"])
+
+    first = await enrol(a.org, a.event_id, name="Hugo", ticket="K-1", photos=photos, headers=key)
+    assert first.status_code == 201, first.text
+    # another tenant, the same string and the same form, into its own event: its own new attendee
+    theirs = await enrol(b.org, b.event_id, name="Hugo", ticket="K-1", photos=photos, headers=key)
+    assert theirs.status_code == 201, theirs.text
+    assert theirs.json()["attendee"]["id"] != first.json()["attendee"]["id"]
+    assert theirs.json()["attendee"]["event_id"] == b.event_id
+    # a second key of the same tenant, the identical request: not a replay of the first key's 201, but its own
+    # answer (the ticket is taken)...
+    same = await enrol(a2, a.event_id, name="Hugo", ticket="K-1", photos=photos, headers=key)
+    assert (same.status_code, same.json()["code"]) == (409, "ticket_exists"), same.text
+    # ...and another ticket (another person: one face, one ticket) under that string is a new request for this
+    # key, not a reuse of another key's
+    other = await enrol(
+        a2, a.event_id, name="Ariel", ticket="K-2", photos=[faces.photo("Ariel_Sharon", 1)], headers=key
+    )
+    assert other.status_code == 201, other.text
+    # while the first key still gets its own answer replayed
+    again = await enrol(a.org, a.event_id, name="Hugo", ticket="K-1", photos=photos, headers=key)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert await attendee_count(a.org, a.event_id) == 2 and await attendee_count(b.org, b.event_id) == 1
+    assert await gallery_templates(matcher, a.event_id) == 2 and await gallery_templates(matcher, b.event_id) == 1
