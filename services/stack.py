@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -64,6 +65,10 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.database_url = ""
         self.redis_url = ""
+        # Per-run service-to-service credentials (one per internal service; never printed or logged). They
+        # travel in the children's environment only, not on a command line that `ps` shows to every user.
+        self.embedder_token = secrets.token_urlsafe(32)
+        self.matcher_token = secrets.token_urlsafe(32)
 
     # -- infrastructure -------------------------------------------------------------------------------
     def start_postgres(self) -> str:
@@ -98,6 +103,10 @@ class Stack:
                 "FACEGATE_GATEWAY_REDIS_URL": self.redis_url,
                 "FACEGATE_GATEWAY_EMBEDDER_URL": self.url("embedder"),
                 "FACEGATE_GATEWAY_MATCHER_URL": self.url("matcher"),
+                "FACEGATE_EMBEDDER_INTERNAL_TOKEN": self.embedder_token,
+                "FACEGATE_MATCHER_INTERNAL_TOKEN": self.matcher_token,
+                "FACEGATE_GATEWAY_EMBEDDER_TOKEN": self.embedder_token,
+                "FACEGATE_GATEWAY_MATCHER_TOKEN": self.matcher_token,
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -13,6 +13,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FACES_ENV = "FACEGATE_FACES_DIR"
 
+# The internal services refuse to start without their credential (services/common/internal_auth.py); every app
+# the tests build reads these from the environment, and test clients of the internal services send them. Two
+# different values, as in a deployment: one service's token must not open the other.
+EMBEDDER_TOKEN = "test-embedder-token-" + "e" * 24
+MATCHER_TOKEN = "test-matcher-token-" + "m" * 24
+for _var, _value in (
+    ("FACEGATE_EMBEDDER_INTERNAL_TOKEN", EMBEDDER_TOKEN),
+    ("FACEGATE_MATCHER_INTERNAL_TOKEN", MATCHER_TOKEN),
+    ("FACEGATE_GATEWAY_EMBEDDER_TOKEN", EMBEDDER_TOKEN),
+    ("FACEGATE_GATEWAY_MATCHER_TOKEN", MATCHER_TOKEN),
+):
+    os.environ[_var] = _value
+EMBEDDER_HEADERS = {"authorization": f"Bearer {EMBEDDER_TOKEN}"}
+MATCHER_HEADERS = {"authorization": f"Bearer {MATCHER_TOKEN}"}
+
 
 def faces_root() -> Path:
     return Path(os.environ.get(FACES_ENV, REPO.parent / "shared" / "faces"))

@@ -46,6 +46,10 @@ def downstream_error(service: str, resp: httpx.Response) -> FacegateError:
         code, detail, errors = None, resp.text[:300] or resp.reason_phrase, None
     if resp.status_code >= 500:
         return ServiceUnavailable(f"{service} error {resp.status_code}: {detail}", code=f"{service}_unavailable")
+    if resp.status_code in (401, 403):
+        # our internal credential was refused: a deployment fault, never the caller's input (and never a 4xx
+        # that the gateway would pass on as if the photo were bad)
+        return ServiceUnavailable(f"{service} refused our credential", code=f"{service}_unauthorized")
     return _BY_STATUS.get(resp.status_code, BadRequest)(detail, code=code, errors=errors)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.contracts import images as limits
@@ -99,6 +99,10 @@ class EmbedderSettings(BaseSettings):
 
     enrol: QualityThresholds = ENROL_DEFAULT
     gate: QualityThresholds = GATE_DEFAULT
+
+    # Service-to-service credential: the app refuses to start without it (services/common/internal_auth.py).
+    # Optional here only so tools that use the pipeline without the app (calibrate) need none.
+    internal_token: SecretStr | None = None
 
     # The app loads models in the background so /healthz answers at once and /readyz reports progress.
     load_in_background: bool = True

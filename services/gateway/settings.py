@@ -18,6 +18,10 @@ class GatewaySettings(BaseSettings):
     embedder_url: str = "http://127.0.0.1:8001"
     matcher_url: str = "http://127.0.0.1:8002"
 
+    # The internal services' credentials (their INTERNAL_TOKENs); the app refuses to start without them
+    embedder_token: SecretStr | None = None
+    matcher_token: SecretStr | None = None
+
     embedder_timeout_s: float = 10.0
     matcher_timeout_s: float = 5.0
     redis_timeout_s: float = 0.25  # Redis is a fast path: give up quickly and fall back

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.db import sqlalchemy_url
+from tests.conftest import MATCHER_HEADERS
 from tests.gateway.conftest import (
     ADMIN_TOKEN,
     PINNED_THRESHOLD,
@@ -71,7 +72,9 @@ async def test_commit_failure_after_matcher_is_compensated(
         r = await enrol(t.org, t.event_id, name="Blair", ticket="FAIL-AT-COMMIT", photos=[faces.photo("Tony_Blair", 2)])
         assert r.status_code == 503, r.text
         assert any(c.startswith("DELETE /v1/galleries/") for c in gateway.matcher.calls)  # compensated
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://m") as m:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=matcher_app), base_url="http://m", headers=MATCHER_HEADERS
+        ) as m:
             assert (await m.get(f"/v1/galleries/{t.event_id}")).json()["templates"] == 0
         assert (await t.org.get(f"/v1/events/{t.event_id}/attendees")).json()["items"] == []
     finally:

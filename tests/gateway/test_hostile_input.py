@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from PIL import Image, ImageOps
 
 from services.contracts.images import MAX_IMAGE_BYTES
+from tests.conftest import MATCHER_HEADERS
 from tests.gateway.conftest import Faces, Tenant, enrol, identify, verify, zip_archive
 
 FACE = ("Colin_Powell", 1)
@@ -34,7 +35,9 @@ SQLI_OR = "' OR '1'='1"
 @pytest.fixture(scope="module")
 async def matcher(matcher_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The matcher itself, to check what it really stores."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://matcher") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matcher_app), base_url="http://matcher", headers=MATCHER_HEADERS
+    ) as c:
         yield c
 
 
