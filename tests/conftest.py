@@ -25,8 +25,8 @@ for _var, _value in (
     ("FACEGATE_GATEWAY_MATCHER_TOKEN", MATCHER_TOKEN),
 ):
     os.environ[_var] = _value
-EMBEDDER_HEADERS = {"authorization": f"Bearer {EMBEDDER_TOKEN}"}
-MATCHER_HEADERS = {"authorization": f"Bearer {MATCHER_TOKEN}"}
+EMBEDDER_HEADERS = {"Authorization": f"Bearer {EMBEDDER_TOKEN}"}
+MATCHER_HEADERS = {"Authorization": f"Bearer {MATCHER_TOKEN}"}
 
 
 def faces_root() -> Path:

@@ -136,7 +136,7 @@ async def embed(
     return await pipeline.aembed_image(data, profile=profile, max_faces=max_faces, min_face_size=min_face_size)
 
 
-@router.get("/v1/model", response_model=ModelDescriptor, dependencies=protected)
+@router.get("/v1/model", response_model=ModelDescriptor, dependencies=protected, responses={401: ERROR_RESPONSES[401]})
 async def model(pipeline: PipelineDep) -> ModelDescriptor:
     return pipeline.descriptor
 
