@@ -81,6 +81,7 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",  # the body did not arrive in time (the gateway's slow-body protection)
     409: "conflict",  # e.g. a ticket code already registered for the event (schemathesis: it was undocumented)
     413: "payload_too_large",
     415: "unsupported_media_type",

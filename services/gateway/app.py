@@ -149,7 +149,12 @@ def create_app(
     install_database_error_handler(
         app, retry_after_s=settings.retry_after_s, code="dependency_unavailable", errors=[{"dependency": "database"}]
     )
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))  # inside observability's request id
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=body_limits(settings),
+        grace_s=settings.body_timeout_s,
+        min_bytes_per_s=settings.body_min_bytes_per_s,
+    )  # inside observability's request id
     install_observability(app, service="gateway")
     for router in (keys.router, events.router, attendees.router, imports.router, gate.router, web.router):
         app.include_router(router)

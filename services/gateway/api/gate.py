@@ -7,11 +7,12 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import gate
 from services.gateway.api.attendees import read_upload, single_valued
+from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import CacheDep, DownstreamDep, RedisDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.ratelimit import check_rate_limit
 from services.gateway.schemas import GateResult
 
-router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute)
 
 
 @router.post("/verify", response_model=GateResult, dependencies=[Depends(single_valued("ticket_code", "frame"))])
