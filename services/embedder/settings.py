@@ -96,6 +96,10 @@ class EmbedderSettings(BaseSettings):
     max_image_bytes: int = limits.MAX_IMAGE_BYTES
     max_image_pixels: int = limits.MAX_IMAGE_PIXELS
     min_image_side: int = limits.MIN_IMAGE_SIDE
+    # Decoding budget (imaging.py): peak bytes one decode may take (larger JPEGs are decoded at 1/2-1/8 scale,
+    # other formats refused), and how many decodes run at once (the rest wait their turn).
+    max_decode_bytes: int = Field(default=256 * 1024 * 1024, ge=16 * 1024 * 1024)
+    max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
 
     enrol: QualityThresholds = ENROL_DEFAULT
     gate: QualityThresholds = GATE_DEFAULT

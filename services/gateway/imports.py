@@ -48,7 +48,7 @@ log = logging.getLogger("facegate.gateway.imports")
 
 MAX_ROWS = 5000
 STALL_AFTER = timedelta(minutes=10)
-_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp"}
+_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ async def test_declared_length_over_limit_is_refused_before_reading(embedder_app
         "headers": [
             (b"content-type", b"image/jpeg"),
             (b"content-length", str(50 * 1024 * 1024).encode()),
-            *[(k.encode(), v.encode()) for k, v in EMBEDDER_HEADERS.items()],
+            *[(k.lower().encode(), v.encode()) for k, v in EMBEDDER_HEADERS.items()],
         ],
         "server": ("test", 80),
         "client": ("test", 1),
