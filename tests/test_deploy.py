@@ -79,6 +79,14 @@ def test_secrets_come_from_the_environment_with_no_default() -> None:
     assert "requirepass" in " ".join(redis["command"]) and "umask 077" in " ".join(redis["command"])
 
 
+def test_redis_persists_nothing() -> None:
+    """Redis caches face templates: no RDB snapshot or append-only file may keep an erased attendee's vectors."""
+    redis = COMPOSE["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--save ''" in command and "--appendonly no" in command, command
+    assert "volumes" not in redis and "redisdata" not in COMPOSE.get("volumes", {})
+
+
 def test_each_service_holds_only_its_own_internal_token() -> None:
     env = {name: COMPOSE["services"][name]["environment"] for name in ("embedder", "matcher", "gateway")}
     emb, mat = "${FACEGATE_EMBEDDER_INTERNAL_TOKEN:?", "${FACEGATE_MATCHER_INTERNAL_TOKEN:?"

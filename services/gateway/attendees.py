@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -344,6 +344,34 @@ async def erase(
     await session.execute(
         update(AccessLog).where(AccessLog.attendee_id == attendee.id).values(attendee_id=None, ticket_code=None)
     )
+    await scrub_import_results(session, event_id=event.id, attendee_id=attendee.id, ticket_code=attendee.ticket_code)
     await session.delete(attendee)  # idempotency records go with it (ON DELETE CASCADE)
     await session.flush()
     return deleted
+
+
+# An import job's results name each row's ticket code and attendee id (and a failed row's photo file names):
+# an erased attendee's rows keep only their row number, so the job's counts still add up.
+_SCRUB_IMPORTS = text(
+    """
+    UPDATE import_jobs SET results = (
+        SELECT coalesce(jsonb_agg(
+            CASE WHEN r.elem->>'attendee_id' = :attendee_id OR r.elem->>'ticket_code' = :ticket_code
+                 THEN jsonb_build_object('row', r.elem->'row', 'erased', true)
+                 ELSE r.elem END
+            ORDER BY r.ord), '[]'::jsonb)
+        FROM jsonb_array_elements(import_jobs.results) WITH ORDINALITY AS r(elem, ord)
+    )
+    WHERE event_id = :event_id
+      AND (results @> jsonb_build_array(jsonb_build_object('attendee_id', CAST(:attendee_id AS text)))
+           OR results @> jsonb_build_array(jsonb_build_object('ticket_code', CAST(:ticket_code AS text))))
+    """
+)
+
+
+async def scrub_import_results(
+    session: AsyncSession, *, event_id: uuid.UUID, attendee_id: uuid.UUID, ticket_code: str
+) -> None:
+    await session.execute(
+        _SCRUB_IMPORTS, {"event_id": event_id, "attendee_id": str(attendee_id), "ticket_code": ticket_code}
+    )
