@@ -41,6 +41,7 @@ from services.gateway.downstream import Downstream
 from services.gateway.errors import AttendeeNotFound, DependencyUnavailable, QualityRejected
 from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, FaceFound, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
+from services.gateway.text import MAX_CHARS, normalise_name, normalise_ticket, ticket_key
 
 log = logging.getLogger("facegate.gateway.attendees")
 
@@ -73,12 +74,15 @@ def check_image(photo: Photo, *, what: str = "photo") -> None:
 
 
 def clean_text(value: str, field: str) -> str:
-    """Stripped and free of control characters (a NUL would be a 500 in Postgres), else 400 `invalid_text`."""
-    value = value.strip()
+    """Stripped and free of control characters (a NUL would be a 500 in Postgres), bidi controls and invisible
+    characters, else 400 `invalid_text`; normalised as `text.py` says (ticket codes NFKC, the rest NFC)."""
+    if CONTROL_CHARS.search(value):
+        raise BadRequest(f"{field} must not contain control, bidi or invisible characters", code="invalid_text")
+    value = normalise_ticket(value) if field == "ticket_code" else normalise_name(value.strip())
     if not value:
         raise BadRequest(f"{field} must not be empty", code="invalid_text")
-    if CONTROL_CHARS.search(value):
-        raise BadRequest(f"{field} must not contain control characters", code="invalid_text")
+    if CONTROL_CHARS.search(value) or len(value) > MAX_CHARS:  # NFKC can expand, or compose into one of them
+        raise BadRequest(f"{field} is not valid text once normalised (NFKC/NFC)", code="invalid_text")
     return value
 
 
@@ -193,7 +197,7 @@ async def enrol(
             return stored
     taken = (
         await session.execute(
-            select(Attendee.id).where(Attendee.event_id == event_id, Attendee.ticket_code == ticket_code)
+            select(Attendee.id).where(Attendee.event_id == event_id, Attendee.ticket_key == ticket_key(ticket_code))
         )
     ).scalar_one_or_none()
     if taken is not None:
@@ -208,6 +212,7 @@ async def enrol(
         event_id=event_id,
         name=name,
         ticket_code=ticket_code,
+        ticket_key=ticket_key(ticket_code),
         external_ref=external_ref or None,
         templates=len(batch.templates),
         entries=0,

@@ -43,6 +43,7 @@ from services.gateway.downstream import Downstream
 from services.gateway.errors import DependencyUnavailable
 from services.gateway.schemas import CONTROL_CHARS
 from services.gateway.tables import Event, ImportJob
+from services.gateway.text import ticket_key
 
 log = logging.getLogger("facegate.gateway.imports")
 
@@ -111,10 +112,10 @@ def parse_import(csv_bytes: bytes, zip_bytes: bytes, *, max_photos: int) -> tupl
         if bad:
             problems.append({"row": i, "problem": f"over 200 characters or control characters: {', '.join(bad)}"})
             continue
-        if ticket in seen:
+        if ticket_key(ticket) in seen:  # the same ticket as enrolment and the gate see it (text.py)
             problems.append({"row": i, "ticket_code": ticket, "problem": "duplicate ticket_code in the CSV"})
             continue
-        seen.add(ticket)
+        seen.add(ticket_key(ticket))
         if rec.get("photos"):
             names = [n.strip() for n in rec["photos"].split(";") if n.strip()]
         else:

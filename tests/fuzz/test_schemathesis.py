@@ -223,7 +223,6 @@ async def gateway_world(
     settings_ = gateway.app.state.settings
     # The fuzzer drives one gate key far faster than a turnstile: the limit has its own test.
     old, settings_.rate_limit_per_second = settings_.rate_limit_per_second, 1_000_000
-    old_org, settings_.organiser_rate_limit_per_second = settings_.organiser_rate_limit_per_second, 0  # organisers too
     tenant = await new_tenant(verify_threshold=MODELS[DEFAULT_MODEL_ID].verify_threshold)
     r = await enrol(tenant.org, tenant.event_id, name="Fuzz", ticket="FZ-1", photos=[faces.photo("Colin_Powell", 1)])
     assert r.status_code == 201, r.text
@@ -240,7 +239,6 @@ async def gateway_world(
     )
     yield world
     settings_.rate_limit_per_second = old
-    settings_.organiser_rate_limit_per_second = old_org
     print(world.sender.summary("gateway"))
 
 

@@ -517,7 +517,7 @@ INJECTIONS = [
     '","role":"admin',
     '"}, {"role": "admin"}',
     "$(rm -rf /) `id` ${jndi:ldap://x}",
-    "Zoë 名前 🙂 \u202eevil",
+    "Zoë 名前 🙂 evil",  # a bidi override here is refused since issue 14 (test_unicode_policy.py)
 ]
 
 
