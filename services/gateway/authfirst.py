@@ -4,9 +4,9 @@ FastAPI reads and parses a request's body (a multipart form spooled to disk, up 
 resolves the handler's dependencies, so a caller with no key could make the gateway receive 100 MB before its 401.
 `AuthFirstRoute` runs the checks that need only the headers and the path first: the key (401), the role the
 handler requires (403, read from its `RequireX` dependency), the event named in the path for an organiser (404),
-and the per-key rate limit of organiser and admin keys (429). Only then does FastAPI read the body. The handler's
-dependencies still run (the principal found here is reused, not looked up twice), so the policy lives in one place
-(`deps.py`) and these checks can only refuse earlier what the handler would refuse anyway.
+and the per-key rate limit (429; gate keys and organiser/admin keys each have theirs). Only then does FastAPI read
+the body. The handler's dependencies still run (the principal found here is reused, not looked up twice), so the
+policy lives in one place (`deps.py`) and these checks can only refuse earlier what the handler would refuse.
 
 A refusal sent before the body was read closes the connection (`Connection: close`): the unread body cannot be
 skipped cheaply, and a keyless client gets no second request on it.
@@ -69,15 +69,13 @@ async def check_before_body(request: Request, roles: frozenset[Role]) -> Princip
                 event = await session.get(Event, event_id)
                 if event is None or not can_manage(principal, event):
                     raise EventNotFound()
-    if principal.role in (Role.ADMIN, Role.ORGANISER):
-        # gate keys have their own limit, checked in the gate handlers (unchanged); this bounds what a stolen or
-        # runaway organiser or admin key can make the gateway do
-        await check_rate_limit(
-            state.redis,
-            key_id=principal.key_id,
-            limit_per_second=state.settings.organiser_rate_limit_per_second,
-            breaker=state.template_cache.breaker,
-        )
+    # per key, before the body: a flooding key's uploads are not read either. Gate keys have their own limit; the
+    # organiser one bounds what a stolen or runaway organiser or admin key can make the gateway do.
+    settings = state.settings
+    limit = settings.rate_limit_per_second if principal.role == Role.GATE else settings.organiser_rate_limit_per_second
+    await check_rate_limit(
+        state.redis, key_id=principal.key_id, limit_per_second=limit, breaker=state.template_cache.breaker
+    )
     request.state.principal = principal
     return principal
 

@@ -127,7 +127,12 @@ async def limited(
     pg_url: str, redis_server: Any, embedder_app: FastAPI, matcher_app: FastAPI
 ) -> AsyncIterator[Gateway]:
     async with running_gateway(
-        pg_url, f"unix://{redis_server.socket_file}", embedder_app, matcher_app, organiser_rate_limit_per_second=5
+        pg_url,
+        f"unix://{redis_server.socket_file}",
+        embedder_app,
+        matcher_app,
+        organiser_rate_limit_per_second=5,
+        rate_limit_per_second=2,
     ) as gw:
         yield gw
 
@@ -158,6 +163,22 @@ async def test_organiser_and_admin_keys_are_rate_limited_before_the_body(limited
     assert (status, pulled) == (429, 0)
     await asyncio.sleep(1.1)
     assert (await org.get("/v1/events")).status_code == 200  # recovers by itself
+
+
+async def test_a_flooding_gate_key_is_refused_before_its_frames_are_read(limited: Gateway) -> None:
+    admin = limited.client(ADMIN_TOKEN)
+    org = limited.client(await _new_org(admin))
+    r = await org.post("/v1/events", json={"name": "flood"})
+    while r.status_code == 429:
+        await asyncio.sleep(0.2)
+        r = await org.post("/v1/events", json={"name": "flood"})
+    event_id = r.json()["id"]
+    r = await org.post("/v1/keys", json={"name": "g", "role": "gate", "event_id": event_id})
+    gate_token = r.json()["token"]
+    await _next_second()
+    results = [await asgi_post(limited.app, "/v1/gate/identify", _bearer(gate_token), 2 * MB) for _ in range(5)]
+    refused = [(status, pulled) for status, pulled, _ in results if status == 429]
+    assert len(refused) >= 2 and all(pulled == 0 for _, pulled in refused), [(s, p) for s, p, _ in results]
 
 
 async def _new_org(admin: Any) -> str:
