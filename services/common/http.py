@@ -55,6 +55,9 @@ def downstream_error(service: str, resp: httpx.Response) -> FacegateError:
 
 class ServiceClient:
     service: ClassVar[str]  # names the service in error codes and messages
+    # A cheap call behind the service's credential: readiness also proves our token is accepted (its /readyz is
+    # open), so a mismatched token shows in the caller's /readyz, not first at a gate. Any status but 401/403 is fine.
+    credential_probe: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -103,6 +106,10 @@ class ServiceClient:
         """`ok`, or why not: for a caller's own /readyz. Short timeout: a readiness probe must not hang."""
         try:
             resp = await self._http.get("/readyz", timeout=timeout)
+            if resp.status_code == 200 and self.credential_probe is not None:
+                probe = await self._http.get(self.credential_probe, timeout=timeout)
+                if probe.status_code in (401, 403):
+                    return "error: credential refused"
         except httpx.HTTPError as exc:
             return f"error: {type(exc).__name__}"
         return "ok" if resp.status_code == 200 else f"error: HTTP {resp.status_code}"

@@ -560,8 +560,14 @@ async def test_a_gateway_with_a_wrong_internal_token_fails_closed(
         gate_key = (await org.post("/v1/keys", json={"name": "g", "role": "gate", "event_id": event["id"]})).json()
         r = await identify(gw.client(gate_key["token"]), faces.photo("Colin_Powell", 2))
         assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+        r = await gw.client().get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["embedder"] == "error: credential refused", r.text
     async with running_gateway(
         pg_url, redis_url, embedder_app, matcher_app, matcher_token=SecretStr(EMBEDDER_TOKEN)
     ) as gw:
         r = await gw.client(ADMIN_TOKEN).post("/v1/events", json={"name": "wrong token", "mode": "both"})
         assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+        # and the gateway's readiness says so before any gate finds out
+        r = await gw.client().get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["matcher"] == "error: credential refused", r.text
+        assert r.json()["checks"]["embedder"] == "ok", r.text
