@@ -17,6 +17,7 @@ import asyncio
 import io
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -98,10 +99,14 @@ def baseline_encoder(frames: list[tuple[bytes, np.ndarray]], batches: list[int])
 
 
 # -- facegate over HTTP ----------------------------------------------------------------------------------
+INTERNAL_TOKEN = secrets.token_urlsafe(32)  # the service refuses to start without one (internal_auth.py)
+
+
 def start_service(port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "uvicorn", "services.embedder.app:create_app", "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FACEGATE_EMBEDDER_INTERNAL_TOKEN": INTERNAL_TOKEN}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -134,7 +139,7 @@ async def load_level(url: str, frames: list[tuple[bytes, np.ndarray]], clients: 
             else:
                 faces += len(r.json()["faces"])
 
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers={"authorization": f"Bearer {INTERNAL_TOKEN}"}) as client:
         # warm the connection pool and the batchers at this concurrency
         await asyncio.gather(*(client.post(url, content=frames[0][0], headers={"content-type": "image/jpeg"})
                                for _ in range(clients)))  # fmt: skip

@@ -118,7 +118,9 @@ async def screen(stack: Stack, faces: Path, people: list[str], concurrency: int)
     keeps rejected-and-retried requests out of the enrolment throughput.
     """
     sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=stack.url("embedder"), timeout=120) as emb:
+    async with httpx.AsyncClient(
+        base_url=stack.url("embedder"), timeout=120, headers={"authorization": f"Bearer {stack.embedder_token}"}
+    ) as emb:
 
         async def one(person: str, n: int) -> tuple[str, int, bool]:
             async with sem:
@@ -290,8 +292,10 @@ async def run_level(
 def scrape(stack: Stack) -> dict[str, float]:
     """Sums and counts of the latency histograms of all three services."""
     out: dict[str, float] = {}
+    tokens = {"embedder": stack.embedder_token, "matcher": stack.matcher_token}
     for name in ("gateway", "embedder", "matcher"):
-        text = httpx.get(stack.url(name) + "/metrics", timeout=10).text
+        headers = {"authorization": f"Bearer {tokens[name]}"} if name in tokens else None
+        text = httpx.get(stack.url(name) + "/metrics", timeout=10, headers=headers).text
         for fam in text_string_to_metric_families(text):
             if fam.name not in ("facegate_http_request_seconds", "facegate_embedder_stage_seconds"):
                 continue

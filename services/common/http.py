@@ -46,11 +46,18 @@ def downstream_error(service: str, resp: httpx.Response) -> FacegateError:
         code, detail, errors = None, resp.text[:300] or resp.reason_phrase, None
     if resp.status_code >= 500:
         return ServiceUnavailable(f"{service} error {resp.status_code}: {detail}", code=f"{service}_unavailable")
+    if resp.status_code in (401, 403):
+        # our internal credential was refused: a deployment fault, never the caller's input (and never a 4xx
+        # that the gateway would pass on as if the photo were bad)
+        return ServiceUnavailable(f"{service} refused our credential", code=f"{service}_unauthorized")
     return _BY_STATUS.get(resp.status_code, BadRequest)(detail, code=code, errors=errors)
 
 
 class ServiceClient:
     service: ClassVar[str]  # names the service in error codes and messages
+    # A cheap call behind the service's credential: readiness also proves our token is accepted (its /readyz is
+    # open), so a mismatched token shows in the caller's /readyz, not first at a gate. Any status but 401/403 is fine.
+    credential_probe: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -99,6 +106,10 @@ class ServiceClient:
         """`ok`, or why not: for a caller's own /readyz. Short timeout: a readiness probe must not hang."""
         try:
             resp = await self._http.get("/readyz", timeout=timeout)
+            if resp.status_code == 200 and self.credential_probe is not None:
+                probe = await self._http.get(self.credential_probe, timeout=timeout)
+                if probe.status_code in (401, 403):
+                    return "error: credential refused"
         except httpx.HTTPError as exc:
             return f"error: {type(exc).__name__}"
         return "ok" if resp.status_code == 200 else f"error: HTTP {resp.status_code}"

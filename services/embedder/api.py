@@ -12,6 +12,7 @@ from starlette.types import Message
 
 from services.common.errors import ERROR_RESPONSES, BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from services.common.health import Health
+from services.common.internal_auth import declare_in_openapi
 from services.contracts import images as limits
 from services.contracts.embedder import EmbedResponse, QualityProfile
 from services.contracts.models import ModelDescriptor
@@ -23,6 +24,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 OCTET_STREAM = "application/octet-stream"
 
 router = APIRouter()
+protected = [declare_in_openapi()]  # the middleware enforces it; this tells OpenAPI
 
 
 def get_pipeline(request: Request) -> FacePipeline:
@@ -106,6 +108,7 @@ async def read_image(request: Request, limit: int) -> bytes:
 @router.post(
     "/v1/embed",
     response_model=EmbedResponse,
+    dependencies=protected,
     responses=ERROR_RESPONSES,
     summary="Detect faces, score their quality and embed them",
     openapi_extra={
@@ -133,7 +136,7 @@ async def embed(
     return await pipeline.aembed_image(data, profile=profile, max_faces=max_faces, min_face_size=min_face_size)
 
 
-@router.get("/v1/model", response_model=ModelDescriptor)
+@router.get("/v1/model", response_model=ModelDescriptor, dependencies=protected, responses={401: ERROR_RESPONSES[401]})
 async def model(pipeline: PipelineDep) -> ModelDescriptor:
     return pipeline.descriptor
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from services.common.errors import install_error_handlers
+from services.common.internal_auth import InternalAuthMiddleware, require_token
 from services.common.observability import install_observability
 from services.embedder.api import router
 from services.embedder.pipeline import FacePipeline
@@ -27,6 +28,7 @@ log = logging.getLogger("facegate.embedder")
 def create_app(settings: EmbedderSettings | None = None, *, pipeline: FacePipeline | None = None) -> FastAPI:
     """Build the app. A `pipeline` that is already loaded (tests, in-process tools) is reused as is."""
     settings = settings or (pipeline.settings if pipeline else EmbedderSettings())
+    token = require_token(settings.internal_token, "FACEGATE_EMBEDDER_INTERNAL_TOKEN")  # never starts open
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +50,7 @@ def create_app(settings: EmbedderSettings | None = None, *, pipeline: FacePipeli
 
     app = FastAPI(title="facegate embedder", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(InternalAuthMiddleware, token=token)  # inside observability: refusals are counted
     install_observability(app, service="embedder")
     app.include_router(router)
     return app

@@ -11,6 +11,7 @@ from services.contracts.models import ModelDescriptor
 
 class EmbedderClient(ServiceClient):
     service = "embedder"
+    credential_probe = "/v1/model"
 
     def __init__(
         self,

@@ -70,6 +70,8 @@ class FacePipeline:
         )
         self.state = "created"  # created | loading | warming | ready | failed: <why>
         self._lock = threading.Lock()  # the sync path runs TF from the caller's thread, one image at a time
+        # bounds the memory a burst of large images can take at once (each decode is itself budgeted)
+        self._decode_slots = asyncio.Semaphore(s.max_concurrent_decodes)
         self._detect_batcher: MicroBatcher[DetectJob, list[Detection]] | None = None
         self._embed_batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
 
@@ -146,7 +148,9 @@ class FacePipeline:
     # -- shared steps ------------------------------------------------------------------------------------
     def decode(self, data: bytes) -> DecodedImage:
         s = self.settings
-        return decode_image(data, max_pixels=s.max_image_pixels, min_side=s.min_image_side)
+        return decode_image(
+            data, max_pixels=s.max_image_pixels, min_side=s.min_image_side, max_decode_bytes=s.max_decode_bytes
+        )
 
     def analyse(
         self,
@@ -242,7 +246,8 @@ class FacePipeline:
         profile = QualityProfile(profile)
         t0 = time.perf_counter()
         # Decoding and resizing release the GIL; keep them off the event loop too.
-        image = await asyncio.to_thread(self.decode, data)
+        async with self._decode_slots:
+            image = await asyncio.to_thread(self.decode, data)
         job = await asyncio.to_thread(self.detector.prepare, image.rgb, min_face_size)
         t1 = time.perf_counter()
         dets = await self._detect_batcher.submit(job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.contracts import images as limits
@@ -103,9 +103,17 @@ class EmbedderSettings(BaseSettings):
     max_image_bytes: int = limits.MAX_IMAGE_BYTES
     max_image_pixels: int = limits.MAX_IMAGE_PIXELS
     min_image_side: int = limits.MIN_IMAGE_SIDE
+    # Decoding budget (imaging.py): peak bytes one decode may take (larger JPEGs are decoded at 1/2-1/8 scale,
+    # other formats refused), and how many decodes run at once (the rest wait their turn).
+    max_decode_bytes: int = Field(default=256 * 1024 * 1024, ge=16 * 1024 * 1024)
+    max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
 
     enrol: QualityThresholds = ENROL_DEFAULT
     gate: QualityThresholds = GATE_DEFAULT
+
+    # Service-to-service credential: the app refuses to start without it (services/common/internal_auth.py).
+    # Optional here only so tools that use the pipeline without the app (calibrate) need none.
+    internal_token: SecretStr | None = None
 
     # The app loads models in the background so /healthz answers at once and /readyz reports progress.
     load_in_background: bool = True

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from services.common.db import CONNECT_TIMEOUT_S, install_database_error_handler, sqlalchemy_url
 from services.common.errors import install_error_handlers
 from services.common.health import Health
+from services.common.internal_auth import bearer, require_token
 from services.common.observability import install_observability
 from services.gateway import multipart
 from services.gateway.api import attendees, events, gate, imports, keys, web
@@ -88,6 +89,9 @@ def create_app(
     matcher_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     settings = settings or GatewaySettings()
+    # the gateway cannot work without them; better to fail at start than at the first gate decision
+    require_token(settings.embedder_token, "FACEGATE_GATEWAY_EMBEDDER_TOKEN")
+    require_token(settings.matcher_token, "FACEGATE_GATEWAY_MATCHER_TOKEN")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,10 +101,16 @@ def create_app(
         engine = build_engine(settings)
         redis = build_redis(settings)
         embedder = EmbedderClient(
-            base_url=settings.embedder_url, transport=embedder_transport, timeout=settings.embedder_timeout_s
+            base_url=settings.embedder_url,
+            transport=embedder_transport,
+            timeout=settings.embedder_timeout_s,
+            headers=bearer(settings.embedder_token),
         )
         matcher = MatcherClient(
-            base_url=settings.matcher_url, transport=matcher_transport, timeout=settings.matcher_timeout_s
+            base_url=settings.matcher_url,
+            transport=matcher_transport,
+            timeout=settings.matcher_timeout_s,
+            headers=bearer(settings.matcher_token),
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -139,7 +149,12 @@ def create_app(
     install_database_error_handler(
         app, retry_after_s=settings.retry_after_s, code="dependency_unavailable", errors=[{"dependency": "database"}]
     )
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))  # inside observability's request id
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=body_limits(settings),
+        grace_s=settings.body_timeout_s,
+        min_bytes_per_s=settings.body_min_bytes_per_s,
+    )  # inside observability's request id
     install_observability(app, service="gateway")
     for router in (keys.router, events.router, attendees.router, imports.router, gate.router, web.router):
         app.include_router(router)

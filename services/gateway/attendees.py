@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,7 @@ from services.gateway.duplicates import check_duplicate_faces
 from services.gateway.errors import AttendeeNotFound, DependencyUnavailable, QualityRejected
 from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, FaceFound, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
+from services.gateway.text import MAX_CHARS, normalise_name, normalise_ticket, ticket_key
 
 log = logging.getLogger("facegate.gateway.attendees")
 
@@ -74,12 +75,15 @@ def check_image(photo: Photo, *, what: str = "photo") -> None:
 
 
 def clean_text(value: str, field: str) -> str:
-    """Stripped and free of control characters (a NUL would be a 500 in Postgres), else 400 `invalid_text`."""
-    value = value.strip()
+    """Stripped and free of control characters (a NUL would be a 500 in Postgres), bidi controls and invisible
+    characters, else 400 `invalid_text`; normalised as `text.py` says (ticket codes NFKC, the rest NFC)."""
+    if CONTROL_CHARS.search(value):
+        raise BadRequest(f"{field} must not contain control, bidi or invisible characters", code="invalid_text")
+    value = normalise_ticket(value) if field == "ticket_code" else normalise_name(value.strip())
     if not value:
         raise BadRequest(f"{field} must not be empty", code="invalid_text")
-    if CONTROL_CHARS.search(value):
-        raise BadRequest(f"{field} must not contain control characters", code="invalid_text")
+    if CONTROL_CHARS.search(value) or len(value) > MAX_CHARS:  # NFKC can expand, or compose into one of them
+        raise BadRequest(f"{field} is not valid text once normalised (NFKC/NFC)", code="invalid_text")
     return value
 
 
@@ -195,7 +199,7 @@ async def enrol(
             return stored
     taken = (
         await session.execute(
-            select(Attendee.id).where(Attendee.event_id == event_id, Attendee.ticket_code == ticket_code)
+            select(Attendee.id).where(Attendee.event_id == event_id, Attendee.ticket_key == ticket_key(ticket_code))
         )
     ).scalar_one_or_none()
     if taken is not None:
@@ -213,6 +217,7 @@ async def enrol(
         event_id=event_id,
         name=name,
         ticket_code=ticket_code,
+        ticket_key=ticket_key(ticket_code),
         external_ref=external_ref or None,
         templates=len(batch.templates),
         entries=0,
@@ -359,6 +364,34 @@ async def erase(
     await session.execute(
         update(AccessLog).where(AccessLog.attendee_id == attendee.id).values(attendee_id=None, ticket_code=None)
     )
+    await scrub_import_results(session, event_id=event.id, attendee_id=attendee.id, ticket_code=attendee.ticket_code)
     await session.delete(attendee)  # idempotency records go with it (ON DELETE CASCADE)
     await session.flush()
     return deleted
+
+
+# An import job's results name each row's ticket code and attendee id (and a failed row's photo file names):
+# an erased attendee's rows keep only their row number, so the job's counts still add up.
+_SCRUB_IMPORTS = text(
+    """
+    UPDATE import_jobs SET results = (
+        SELECT coalesce(jsonb_agg(
+            CASE WHEN r.elem->>'attendee_id' = :attendee_id OR r.elem->>'ticket_code' = :ticket_code
+                 THEN jsonb_build_object('row', r.elem->'row', 'erased', true)
+                 ELSE r.elem END
+            ORDER BY r.ord), '[]'::jsonb)
+        FROM jsonb_array_elements(import_jobs.results) WITH ORDINALITY AS r(elem, ord)
+    )
+    WHERE event_id = :event_id
+      AND (results @> jsonb_build_array(jsonb_build_object('attendee_id', CAST(:attendee_id AS text)))
+           OR results @> jsonb_build_array(jsonb_build_object('ticket_code', CAST(:ticket_code AS text))))
+    """
+)
+
+
+async def scrub_import_results(
+    session: AsyncSession, *, event_id: uuid.UUID, attendee_id: uuid.UUID, ticket_code: str
+) -> None:
+    await session.execute(
+        _SCRUB_IMPORTS, {"event_id": event_id, "attendee_id": str(attendee_id), "ticket_code": ticket_code}
+    )

@@ -5,6 +5,12 @@ Scopes: an admin can do everything. An organiser key belongs to a tenant (an org
 new tenant whose id is the key's id, or an existing one with `same_tenant_as`, so keys can be rotated), and the
 tenant owns the events its keys create. A gate key is bound to exactly one event (and its tenant). Other tenants'
 resources answer 404, not 403, so ids do not leak existence.
+
+Revocation policy: revoking an organiser key revokes the gate keys it created (a stolen organiser key may have
+minted them), in the same transaction, and a gate key whose creating organiser key is revoked never authenticates
+(also for keys revoked before this rule, or minted while the revocation committed). Rotating an organiser key
+therefore means issuing new kiosk keys with the new one. Revoking an admin key does not cascade: organiser
+tenants outlive the admin that opened them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from services.common.errors import BadRequest, NotFound
 from services.gateway.errors import Forbidden
@@ -53,11 +60,19 @@ def hash_token(token: str) -> str:
 async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = (
-        await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(token), ApiKey.revoked_at.is_(None)))
-    ).scalar_one_or_none()
-    if row is None:
+    creator = aliased(ApiKey)
+    found = (
+        await session.execute(
+            select(ApiKey, creator.role, creator.revoked_at)
+            .outerjoin(creator, creator.id == ApiKey.created_by)
+            .where(ApiKey.key_hash == hash_token(token), ApiKey.revoked_at.is_(None))
+        )
+    ).one_or_none()
+    if found is None:
         return None
+    row, creator_role, creator_revoked_at = found
+    if row.role == Role.GATE.value and creator_role == Role.ORGANISER.value and creator_revoked_at is not None:
+        return None  # minted by an organiser key that has been revoked since (module doc)
     return Principal(key_id=row.id, role=Role(row.role), tenant_id=row.tenant_id, event_id=row.event_id, name=row.name)
 
 
@@ -120,6 +135,12 @@ async def revoke_key(session: AsyncSession, *, principal: Principal, key_id: uui
         raise BadRequest("an admin cannot revoke its own key; create another admin key first")
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC)
+        if key.role == Role.ORGANISER.value:  # and every gate key it minted (module doc)
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.created_by == key.id, ApiKey.role == Role.GATE.value, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=key.revoked_at)
+            )
         await session.flush()
     return key
 

@@ -62,11 +62,7 @@ CacheDep = Annotated[TemplateCache, Depends(get_cache)]
 _bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", description="an API key: `Authorization: Bearer fg_...`")
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
+async def principal_from_headers(request: Request, session: AsyncSession) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -74,6 +70,19 @@ async def get_principal(
     principal = await resolve_token(session, token.strip())
     if principal is None:
         raise Unauthorized()
+    return principal
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    declared: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    # found before the body was read (authfirst.AuthFirstRoute), in this same request: not looked up twice
+    early = getattr(request.state, "principal", None)
+    if isinstance(early, Principal):
+        return early
+    principal = await principal_from_headers(request, session)
     request.state.principal = principal
     return principal
 
@@ -81,12 +90,18 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+def role_error(roles: tuple[Role, ...] | frozenset[Role]) -> Forbidden:
+    names = [r.value for r in Role if r in roles]  # stable order, whichever collection
+    return Forbidden(f"this endpoint needs a key with role {' or '.join(names)}")
+
+
 def _require(*roles: Role) -> Any:
     async def dependency(principal: PrincipalDep) -> Principal:
         if principal.role not in roles:
-            raise Forbidden(f"this endpoint needs a key with role {' or '.join(r.value for r in roles)}")
+            raise role_error(roles)
         return principal
 
+    dependency.roles = roles  # type: ignore[attr-defined]  # read by authfirst.required_roles
     return dependency
 
 

@@ -37,6 +37,7 @@ from services.gateway.events import model_of
 from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
+from services.gateway.text import ticket_key
 
 log = logging.getLogger("facegate.gateway.gate")
 
@@ -200,7 +201,7 @@ async def verify(
     quality = [r.value for r in face.quality.reasons] if face is not None and face_reason else []
     attendee = (
         await session.execute(
-            select(Attendee).where(Attendee.event_id == event.id, Attendee.ticket_code == ticket_code)
+            select(Attendee).where(Attendee.event_id == event.id, Attendee.ticket_key == ticket_key(ticket_code))
         )
     ).scalar_one_or_none()
 

@@ -43,12 +43,13 @@ from services.gateway.downstream import Downstream
 from services.gateway.errors import DependencyUnavailable
 from services.gateway.schemas import CONTROL_CHARS
 from services.gateway.tables import Event, ImportJob
+from services.gateway.text import ticket_key
 
 log = logging.getLogger("facegate.gateway.imports")
 
 MAX_ROWS = 5000
 STALL_AFTER = timedelta(minutes=10)
-_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp"}
+_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,10 @@ def parse_import(csv_bytes: bytes, zip_bytes: bytes, *, max_photos: int) -> tupl
         if bad:
             problems.append({"row": i, "problem": f"over 200 characters or control characters: {', '.join(bad)}"})
             continue
-        if ticket in seen:
+        if ticket_key(ticket) in seen:  # the same ticket as enrolment and the gate see it (text.py)
             problems.append({"row": i, "ticket_code": ticket, "problem": "duplicate ticket_code in the CSV"})
             continue
-        seen.add(ticket)
+        seen.add(ticket_key(ticket))
         if rec.get("photos"):
             names = [n.strip() for n in rec["photos"].split(";") if n.strip()]
         else:

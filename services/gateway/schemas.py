@@ -14,8 +14,10 @@ from services.contracts.calibration import DEFAULT_TARGET_FMR, DEFAULT_TARGET_FP
 from services.contracts.embedder import Box, Landmarks
 
 # C0/C1 control characters (NUL, ESC, newline, ...): Postgres cannot store NUL at all (a 500), and the others
-# forge log lines, terminal output and CSV exports. No name or ticket code needs them.
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# forge log lines, terminal output and CSV exports. No name or ticket code needs them. Also refused: bidi
+# overrides/isolates/marks and zero-width or invisible characters (issue 14): they make a name on the console read
+# as another, or two identical-looking codes differ (services/gateway/text.py).
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 
 
 def no_control_chars(value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.contracts.models import DEFAULT_MODEL_ID
@@ -18,6 +18,10 @@ class GatewaySettings(BaseSettings):
     embedder_url: str = "http://127.0.0.1:8001"
     matcher_url: str = "http://127.0.0.1:8002"
 
+    # The internal services' credentials (their INTERNAL_TOKENs); the app refuses to start without them
+    embedder_token: SecretStr | None = None
+    matcher_token: SecretStr | None = None
+
     embedder_timeout_s: float = 10.0
     matcher_timeout_s: float = 5.0
     redis_timeout_s: float = 0.25  # Redis is a fast path: give up quickly and fall back
@@ -28,7 +32,14 @@ class GatewaySettings(BaseSettings):
 
     template_cache_ttl_s: int = 3600
     rate_limit_per_second: int = 10  # per gate key, fixed one-second window; 0 disables
+    # per organiser or admin key, checked before the body is read (authfirst.py); the console polls twice a
+    # second at most, so this only stops a stolen or runaway key's flood; 0 disables
+    organiser_rate_limit_per_second: int = 50
     retry_after_s: int = 5  # Retry-After on 503 dependency_unavailable
+
+    # slow-body protection (bodylimit.py): a body must arrive within body_timeout_s plus its size at this rate
+    body_timeout_s: float = Field(default=20.0, gt=0)
+    body_min_bytes_per_s: int = Field(default=64 * 1024, gt=0)
 
     max_photos_per_request: int = 10
     default_model_id: str = DEFAULT_MODEL_ID  # the model new events are pinned to; must be the embedder's

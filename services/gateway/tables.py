@@ -70,12 +70,17 @@ class Event(Base):
 
 class Attendee(Base):
     __tablename__ = "attendees"
-    __table_args__ = (UniqueConstraint("event_id", "ticket_code", name="attendees_event_ticket_key"),)
+    __table_args__ = (
+        UniqueConstraint("event_id", "ticket_code", name="attendees_event_ticket_key"),
+        UniqueConstraint("event_id", "ticket_key", name="attendees_event_ticket_fold_key"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("events.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     ticket_code: Mapped[str] = mapped_column(String(200))
+    # what tickets are compared by: NFKC + casefold of the code (services/gateway/text.py), unique per event
+    ticket_key: Mapped[str] = mapped_column(String(400))
     external_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
     templates: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

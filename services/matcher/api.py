@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.errors import ERROR_RESPONSES
 from services.common.health import Health
+from services.common.internal_auth import declare_in_openapi
 from services.contracts.matcher import (
     AttendeeTemplates,
     Deleted,
@@ -66,7 +67,9 @@ SettingsDep = Annotated[MatcherSettings, Depends(_settings)]
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 SearchConnDep = Annotated[SearchConnection, Depends(_search_connection, scope="function")]
 
-router = APIRouter(prefix="/v1/galleries", tags=["galleries"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/galleries", tags=["galleries"], responses=ERROR_RESPONSES, dependencies=[declare_in_openapi()]
+)
 ops_router = APIRouter(tags=["ops"])
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from services.common.db import CONNECT_TIMEOUT_S, install_database_error_handler, libpq_url, sqlalchemy_url
 from services.common.errors import install_error_handlers
+from services.common.internal_auth import InternalAuthMiddleware, require_token
 from services.common.observability import install_observability
 from services.matcher import store
 from services.matcher.api import ops_router, router
@@ -64,6 +65,7 @@ def build_search_pool(settings: MatcherSettings) -> SearchPool:
 
 def create_app(settings: MatcherSettings | None = None) -> FastAPI:
     settings = settings or MatcherSettings()  # type: ignore[call-arg]  # database_url comes from the env
+    token = require_token(settings.internal_token, "FACEGATE_MATCHER_INTERNAL_TOKEN")  # never starts open
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +102,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
 
     # the database down: 503, which callers retry
     install_database_error_handler(app, retry_after_s=2, on_lost_connection=renew_pools)
+    app.add_middleware(InternalAuthMiddleware, token=token)  # inside observability: refusals are counted
     install_observability(app, service="matcher")
     app.include_router(router)
     app.include_router(ops_router)

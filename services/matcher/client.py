@@ -34,6 +34,7 @@ T = TypeVar("T", bound=BaseModel)
 
 class MatcherClient(ServiceClient):
     service = "matcher"
+    credential_probe = f"/v1/galleries/{uuid.UUID(int=0)}"  # 404 when our token is accepted (no such gallery)
 
     def __init__(
         self,

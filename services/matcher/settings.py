@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -10,6 +10,8 @@ class MatcherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEGATE_MATCHER_", extra="ignore")
 
     database_url: str = Field(description="postgresql:// URL (libpq style, as pgserver prints it)")
+    # Service-to-service credential: the app refuses to start without it (services/common/internal_auth.py)
+    internal_token: SecretStr | None = None
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
     pool_timeout_s: float = Field(default=5.0, gt=0)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from services.embedder.app import create_app
 from services.embedder.pipeline import FacePipeline
 from services.embedder.settings import EmbedderSettings
+from tests.conftest import EMBEDDER_HEADERS
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +39,7 @@ async def embedder_app(pipeline: FacePipeline) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def embedder_http(embedder_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=embedder_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://embedder") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://embedder", headers=EMBEDDER_HEADERS) as client:
         yield client
 
 

@@ -16,6 +16,7 @@ from services.contracts.embedder import EmbedResponse, QualityProfile, QualityRe
 from services.embedder.app import create_app
 from services.embedder.pipeline import FacePipeline
 from services.embedder.settings import EmbedderSettings
+from tests.conftest import EMBEDDER_HEADERS
 from tests.embedder.helpers import encode
 
 JPEG = {"content-type": "image/jpeg"}
@@ -127,7 +128,11 @@ async def test_declared_length_over_limit_is_refused_before_reading(embedder_app
         "path": "/v1/embed",
         "raw_path": b"/v1/embed",
         "query_string": b"",
-        "headers": [(b"content-type", b"image/jpeg"), (b"content-length", str(50 * 1024 * 1024).encode())],
+        "headers": [
+            (b"content-type", b"image/jpeg"),
+            (b"content-length", str(50 * 1024 * 1024).encode()),
+            *[(k.lower().encode(), v.encode()) for k, v in EMBEDDER_HEADERS.items()],
+        ],
         "server": ("test", 80),
         "client": ("test", 1),
         "scheme": "http",
@@ -223,7 +228,9 @@ async def test_not_ready_until_loaded(faces_dir: Path) -> None:
     app = create_app(pipeline=pipe)
     async with app.router.lifespan_context(app):
         await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://e", headers=EMBEDDER_HEADERS
+        ) as client:
             assert (await client.get("/healthz")).status_code == 200
             ready = await client.get("/readyz")
             assert ready.status_code == 503

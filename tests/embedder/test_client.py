@@ -12,13 +12,16 @@ from services.common.errors import PayloadTooLarge, ServiceUnavailable, Unproces
 from services.contracts.embedder import QualityProfile
 from services.contracts.models import DEFAULT_MODEL_ID, MODELS
 from services.embedder.client import EmbedderClient
+from tests.conftest import EMBEDDER_HEADERS
 
 DEFAULT_MODEL = MODELS[DEFAULT_MODEL_ID]
 
 
 @pytest.fixture
 async def client(embedder_app: FastAPI):  # type: ignore[no-untyped-def]
-    async with EmbedderClient("http://embedder", transport=httpx.ASGITransport(app=embedder_app)) as c:
+    async with EmbedderClient(
+        "http://embedder", transport=httpx.ASGITransport(app=embedder_app), headers=EMBEDDER_HEADERS
+    ) as c:
         yield c
 
 

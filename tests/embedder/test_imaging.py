@@ -30,11 +30,8 @@ def _gradient(w: int = 64, h: int = 48) -> np.ndarray:
         ("LA", "PNG"),
         ("1", "PNG"),
         ("I;16", "PNG"),
-        ("I", "TIFF"),
-        ("F", "TIFF"),
         ("RGB", "WEBP"),
-        ("RGB", "BMP"),
-        ("P", "GIF"),
+        ("RGBA", "WEBP"),
     ],
 )
 def test_modes_become_rgb(mode: str, fmt: str) -> None:

@@ -18,6 +18,7 @@ from services.embedder.pipeline import FacePipeline
 from services.embedder.settings import EmbedderSettings
 from services.tools.faceset import embed_faceset
 from services.tools.fit import Rate, fmr_fnmr, pair_distances
+from tests.conftest import EMBEDDER_HEADERS
 
 MODEL_IDS = [DEFAULT_MODEL_ID, *sorted(m for m in MODELS if m != DEFAULT_MODEL_ID)]
 
@@ -57,7 +58,10 @@ def test_batch_equals_one_by_one(model_pipeline: FacePipeline, dev_images: list[
 async def test_served_over_http(model_pipeline: FacePipeline, faces_dir: Path) -> None:
     app = create_app(pipeline=model_pipeline)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://e") as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://e", headers=EMBEDDER_HEADERS) as http,
+    ):
         model = (await http.get("/v1/model")).json()
         photo = (faces_dir / "dev/Colin_Powell/1.jpg").read_bytes()
         r = await http.post("/v1/embed?profile=enrol", content=photo, headers={"content-type": "image/jpeg"})

@@ -20,6 +20,7 @@ from services.gateway.app import create_app as create_gateway
 from services.gateway.settings import GatewaySettings
 from services.matcher.app import create_app as create_matcher
 from services.matcher.settings import MatcherSettings
+from tests.conftest import MATCHER_HEADERS
 
 pytestmark = pytest.mark.faults
 
@@ -58,7 +59,10 @@ async def test_gateway_answers_503_while_the_database_is_down(dead_db_url: str) 
 async def test_matcher_answers_503_while_the_database_is_down(dead_db_url: str) -> None:
     app = create_matcher(MatcherSettings(database_url=dead_db_url))
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://m") as m:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://m", headers=MATCHER_HEADERS) as m,
+    ):
         r = await m.get("/v1/galleries/8d7f1f4e-5b7e-4d4a-9a39-1f0c6f2b9c11")
         assert r.status_code == 503, r.text
         assert r.json()["code"] == "database_unavailable" and int(r.headers["retry-after"]) > 0

@@ -473,7 +473,11 @@ async def test_no_enrolment_lost_no_half_enrolment(stack: Stack, world: World, r
     lost = [t for t, p in world.enrolled.items() if ids.get(t) != p.attendee_id]
     assert not lost, lost
     # No half-enrolment: every attendee's templates are in the matcher, as many as the gateway counted.
-    async with httpx.AsyncClient(base_url=stack.url("matcher"), timeout=CLIENT_TIMEOUT_S) as matcher:
+    async with httpx.AsyncClient(
+        base_url=stack.url("matcher"),
+        timeout=CLIENT_TIMEOUT_S,
+        headers={"authorization": f"Bearer {stack.matcher_token}"},
+    ) as matcher:
         for a in items:
             r = await matcher.get(f"/v1/galleries/{world.event_id}/attendees/{a['id']}/templates")
             assert r.status_code == 200, r.text

@@ -42,6 +42,7 @@ from services.gateway.app import create_app as create_gateway
 from services.gateway.settings import GatewaySettings
 from services.matcher.app import create_app as create_matcher
 from services.matcher.settings import MatcherSettings
+from tests.conftest import EMBEDDER_HEADERS, MATCHER_HEADERS
 from tests.gateway.conftest import ADMIN_TOKEN, Faces, Gateway, Tenant, enrol
 
 # Per operation and phase; CI's bound (all three services in about a minute on 2 cores). A deeper run:
@@ -130,13 +131,19 @@ class Sender:
     base_url: str
     sent: dict[str, int] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    # the internal services' credential, sent with every case (schemathesis's auth check then drops it and must
+    # get a 401: the internal services declare their token in OpenAPI)
+    credential: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         IN_PROCESS.mount(self.base_url, ASGIAdapter(self.app, self.loop))
 
     def check(self, case: Case, headers: dict[str, str] | None = None) -> requests.Response:
         response = case.call_and_validate(
-            base_url=self.base_url, session=IN_PROCESS, headers=headers, excluded_checks=EXCLUDED_CHECKS
+            base_url=self.base_url,
+            session=IN_PROCESS,
+            headers={**self.credential, **(headers or {})} or None,
+            excluded_checks=EXCLUDED_CHECKS,
         )
         self.sent[case.operation.label] = self.sent.get(case.operation.label, 0) + 1
         self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
@@ -273,7 +280,9 @@ class MatcherWorld:
         model = MODELS[DEFAULT_MODEL_ID]
         vec = np.random.default_rng(7).standard_normal(model.dim)
         vec /= np.linalg.norm(vec)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sender.app), base_url="http://m") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.sender.app), base_url="http://m", headers=MATCHER_HEADERS
+        ) as c:
             r = await c.put(f"/v1/galleries/{event_id}", json={"model_id": model.id})
             assert r.status_code in (200, 201), r.text
             body = {"templates": [{"attendee_id": attendee_id, "model_id": model.id, "embedding": vec.tolist()}]}
@@ -284,7 +293,7 @@ class MatcherWorld:
 
 @pytest.fixture(scope="module")
 async def matcher_world(matcher_app: FastAPI, session_loop: asyncio.AbstractEventLoop) -> Any:
-    world = MatcherWorld(Sender(matcher_app, session_loop, "http://matcher"), "", "")
+    world = MatcherWorld(Sender(matcher_app, session_loop, "http://matcher", credential=MATCHER_HEADERS), "", "")
     world.event_id, world.attendee_id = await world.gallery_with_template()
     yield world
     print(world.sender.summary("matcher"))
@@ -313,7 +322,7 @@ def test_matcher_schema(case: Case, matcher_world: MatcherWorld) -> None:
 
 @pytest.fixture(scope="module")
 def embedder_sender(embedder_app: FastAPI, session_loop: asyncio.AbstractEventLoop) -> Any:
-    sender = Sender(embedder_app, session_loop, "http://embedder")
+    sender = Sender(embedder_app, session_loop, "http://embedder", credential=EMBEDDER_HEADERS)
     yield sender
     print(sender.summary("embedder"))
 

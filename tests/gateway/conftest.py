@@ -103,7 +103,8 @@ async def running_gateway(
         bootstrap_admin_key=ADMIN_TOKEN,
         embedder_timeout_s=120,
         matcher_timeout_s=30,
-        **overrides,
+        # tests drive one organiser key far faster than a console: the limit has its own test (test_auth_first)
+        **{"organiser_rate_limit_per_second": 0, **overrides},
     )
     embedder = SwitchableTransport(embedder_app)
     matcher = SwitchableTransport(matcher_app)

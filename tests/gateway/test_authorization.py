@@ -453,3 +453,152 @@ async def test_a_gate_key_never_decides_for_another_event(world: World, faces: F
     r = await verify(world.client_of("gate of A's event"), ticket, frame)
     assert r.status_code == 200, r.text
     assert r.json()["decision"] == "admit" and r.json()["attendee_id"] == holder, r.text
+
+
+# --- the internal services -----------------------------------------------------------------------------------
+# The embedder and the matcher answer only the gateway, which holds one token for each (services/common/
+# internal_auth.py). Every route of each (from its OpenAPI, plus /metrics) x these callers; only the service's own
+# token gets past authentication, and a refusal is a 401 decided from the headers alone, before the body is read.
+
+INTERNAL_OPEN = {"/healthz", "/readyz"}
+
+
+def _internal_callers() -> dict[str, dict[str, str]]:
+    from tests.conftest import EMBEDDER_TOKEN, MATCHER_TOKEN
+
+    return {
+        "no credential": {},
+        "empty bearer": {"authorization": "Bearer "},
+        "a gateway admin key": {"authorization": f"Bearer {ADMIN_TOKEN}"},
+        "the embedder's token": {"authorization": f"Bearer {EMBEDDER_TOKEN}"},
+        "the matcher's token": {"authorization": f"Bearer {MATCHER_TOKEN}"},
+        "the matcher's token, other scheme": {"authorization": f"Basic {MATCHER_TOKEN}"},
+        "the matcher's token and a byte more": {"authorization": f"Bearer {MATCHER_TOKEN}x"},
+        "the matcher's token, lower case scheme": {"authorization": f"bearer {MATCHER_TOKEN}"},
+    }
+
+
+def _internal_routes(app: Any) -> list[tuple[str, str]]:
+    routes = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops]
+    return sorted({*routes, ("GET", "/metrics")})
+
+
+async def _asgi_call(app: Any, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, int]:
+    """(status, body chunks the app read) for one request, with a body the app may or may not read."""
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    read = 0
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        if read < len(chunks):
+            read += 1
+            return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    hdrs = [(k.encode(), v.encode()) for k, v in headers.items()]
+    hdrs += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "headers": hdrs,
+        "client": ("127.0.0.1", 1), "server": ("embedder", 80), "root_path": "", "app": app,
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return status, read
+
+
+@pytest.mark.parametrize("service", ["embedder", "matcher"])
+async def test_internal_services_answer_only_their_own_token(service: str, embedder_app: Any, matcher_app: Any) -> None:
+    app = embedder_app if service == "embedder" else matcher_app
+    own = "the embedder's token" if service == "embedder" else "the matcher's token"
+    routes = _internal_routes(app)
+    assert ("POST", "/v1/embed" if service == "embedder" else "/v1/galleries/{event_id}/templates") in routes
+    body = b'{"templates": []}' + b" " * 300_000  # bigger than one receive(): must not be read when refused
+    wrong: list[str] = []
+    for method, template in routes:
+        path = template.replace("{event_id}", str(uuid.uuid4())).replace("{attendee_id}", str(uuid.uuid4()))
+        for caller, headers in _internal_callers().items():
+            status, read = await _asgi_call(app, method, path, headers, body if method in ("POST", "PUT") else b"")
+            if template in INTERNAL_OPEN:
+                ok = status != 401
+            elif caller == own:
+                ok = status != 401  # past authentication (the handler's own answer: 2xx, 404, 422, ...)
+            else:
+                ok = status == 401 and read == 0
+            if not ok:
+                wrong.append(f"{method} {template} with {caller}: {status}, {read} body chunks read")
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_internal_refusal_is_an_error_envelope_with_a_challenge(matcher_app: Any) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://m") as c:
+        r = await c.get(f"/v1/galleries/{uuid.uuid4()}/attendees/{uuid.uuid4()}/templates")
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized", r.text
+    assert r.headers["www-authenticate"] == "Bearer" and r.headers["connection"] == "close"
+    assert r.headers.get("x-request-id"), "refusals carry a request id like every answer"
+
+
+def test_internal_services_refuse_to_start_without_a_token(pg_url: str) -> None:
+    from pydantic import SecretStr
+
+    from services.common.internal_auth import MissingInternalToken
+    from services.embedder.app import create_app as create_embedder
+    from services.embedder.settings import EmbedderSettings
+    from services.gateway.app import create_app as create_gateway
+    from services.gateway.settings import GatewaySettings
+    from services.matcher.app import create_app as create_matcher
+    from services.matcher.settings import MatcherSettings
+
+    for token in (None, SecretStr(""), SecretStr("short-and-guessable")):
+        with pytest.raises(MissingInternalToken):
+            create_matcher(MatcherSettings(database_url=pg_url, internal_token=token))
+        with pytest.raises(MissingInternalToken):
+            create_embedder(EmbedderSettings(internal_token=token))
+        with pytest.raises(MissingInternalToken):
+            create_gateway(GatewaySettings(matcher_token=token))
+        with pytest.raises(MissingInternalToken):
+            create_gateway(GatewaySettings(embedder_token=token))
+
+
+async def test_a_gateway_with_a_wrong_internal_token_fails_closed(
+    pg_url: str, redis_server: Any, embedder_app: Any, matcher_app: Any, faces: Faces, new_tenant: Any
+) -> None:
+    """A credential mix-up is a 503 (a fault), never an admit and never a 4xx blaming the caller's photo."""
+    from pydantic import SecretStr
+
+    from tests.conftest import EMBEDDER_TOKEN, MATCHER_TOKEN
+    from tests.gateway.conftest import running_gateway
+
+    redis_url = f"unix://{redis_server.socket_file}"
+    # an event made by a well-configured gateway on the same database (creating one asks the embedder which
+    # model it serves: with the wrong token that is a 503 too, checked below)
+    t = await new_tenant(name="wrong token")
+    event = t.event
+    # real tokens, each of the other service
+    async with running_gateway(
+        pg_url, redis_url, embedder_app, matcher_app, embedder_token=SecretStr(MATCHER_TOKEN)
+    ) as gw:
+        org = gw.client(t.org.headers["authorization"].split()[1])
+        r = await org.post("/v1/events", json={"name": "wrong token", "mode": "both"})
+        assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+        r = await enrol(org, event["id"], name="Ada", ticket="T-1", photos=[faces.photo("Colin_Powell", 1)])
+        assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+        gate_key = (await org.post("/v1/keys", json={"name": "g", "role": "gate", "event_id": event["id"]})).json()
+        r = await identify(gw.client(gate_key["token"]), faces.photo("Colin_Powell", 2))
+        assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+        r = await gw.client().get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["embedder"] == "error: credential refused", r.text
+    async with running_gateway(
+        pg_url, redis_url, embedder_app, matcher_app, matcher_token=SecretStr(EMBEDDER_TOKEN)
+    ) as gw:
+        r = await gw.client(ADMIN_TOKEN).post("/v1/events", json={"name": "wrong token", "mode": "both"})
+        assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+        # and the gateway's readiness says so before any gate finds out
+        r = await gw.client().get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["matcher"] == "error: credential refused", r.text
+        assert r.json()["checks"]["embedder"] == "ok", r.text

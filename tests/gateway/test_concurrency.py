@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from tests.conftest import EMBEDDER_HEADERS, MATCHER_HEADERS
 from tests.gateway.conftest import PINNED_THRESHOLD, Faces, enrol, identify, last_log, verify
 
 
@@ -57,12 +58,16 @@ async def test_identify_margin_rule_answers_ambiguous(new_tenant, faces: Faces) 
 async def _top_two(embedder_app: FastAPI, matcher_app: FastAPI, event_id: str, frame: bytes) -> list[dict[str, Any]]:
     """The two nearest attendees to the frame's face, straight from the real embedder and matcher: what the
     gate's margin rule is applied to (the gate embeds with the gate profile too)."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=embedder_app), base_url="http://e") as e:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=embedder_app), base_url="http://e", headers=EMBEDDER_HEADERS
+    ) as e:
         params = {"profile": "gate", "max_faces": 5}
         r = await e.post("/v1/embed", content=frame, params=params, headers={"content-type": "image/jpeg"})
         assert r.status_code == 200 and len(r.json()["faces"]) == 1, r.text[:300]
         body = r.json()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://m") as m:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matcher_app), base_url="http://m", headers=MATCHER_HEADERS
+    ) as m:
         r = await m.post(
             f"/v1/galleries/{event_id}/search",
             json={"model_id": body["model"]["id"], "embedding": body["faces"][0]["embedding"], "k": 2},

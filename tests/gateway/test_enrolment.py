@@ -9,13 +9,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import MATCHER_HEADERS
 from tests.gateway.conftest import PINNED_THRESHOLD, Faces, Gateway, enrol, verify
 
 
 @pytest.fixture(scope="session")
 async def matcher(matcher_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Direct access to the matcher, to check what it really stores."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://matcher") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matcher_app), base_url="http://matcher", headers=MATCHER_HEADERS
+    ) as c:
         yield c
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.db import sqlalchemy_url
+from tests.conftest import MATCHER_HEADERS
 from tests.gateway.conftest import (
     ADMIN_TOKEN,
     PINNED_THRESHOLD,
@@ -77,7 +78,9 @@ async def test_commit_failure_after_matcher_is_compensated(
         # ...and the gateway then deleted one attendee's templates from this event's gallery: no orphan left
         deleted = [c for c in calls[stored:] if c.startswith(f"DELETE /v1/galleries/{t.event_id}/attendees/")]
         assert len(deleted) == 1, calls
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://m") as m:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=matcher_app), base_url="http://m", headers=MATCHER_HEADERS
+        ) as m:
             assert (await m.get(f"/v1/galleries/{t.event_id}")).json()["templates"] == 0
         assert (await t.org.get(f"/v1/events/{t.event_id}/attendees")).json()["items"] == []
     finally:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from PIL import Image, ImageOps
 
 from services.contracts.images import MAX_IMAGE_BYTES
+from tests.conftest import MATCHER_HEADERS
 from tests.gateway.conftest import Faces, Tenant, enrol, identify, last_log, verify, zip_archive
 
 FACE = ("Colin_Powell", 1)
@@ -34,7 +35,9 @@ SQLI_OR = "' OR '1'='1"
 @pytest.fixture(scope="module")
 async def matcher(matcher_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The matcher itself, to check what it really stores."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://matcher") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matcher_app), base_url="http://matcher", headers=MATCHER_HEADERS
+    ) as c:
         yield c
 
 
@@ -121,6 +124,11 @@ def jpeg_with_sof_size(jpeg: bytes, width: int, height: int) -> bytes:
     raise AssertionError("no SOF marker")
 
 
+def png_16bit_blank(width: int, height: int) -> bytes:
+    """A blank 16-bit greyscale PNG: compresses to ~1/1000, decodes to 2 bytes a pixel (the issue's 1.2 GB image)."""
+    return encode(Image.new("I;16", (width, height)), "PNG", compress_level=9)
+
+
 def animated_gif(img: Image.Image) -> bytes:
     frames = [img.resize((200, 200)), img.resize((200, 200)).rotate(90)]
     buf = io.BytesIO()
@@ -176,6 +184,23 @@ BAD_IMAGES: dict[str, tuple[BadImage, tuple[str, ...]]] = {
         lambda f: ("a.jpg", b"\xff\xd8\xff<script>alert(1)</script>" * 20, "image/jpeg"),
         ("invalid_image",),
     ),
+    # Issue 14: only JPEG, PNG and WebP decoders are reachable, whatever the part declares...
+    "animated_gif": (lambda f: ("a.gif", animated_gif(face_image(f)), "image/gif"), ("unsupported_media_type",)),
+    "gif_declared_jpeg": (
+        lambda f: ("a.jpg", animated_gif(face_image(f)), "image/jpeg"),
+        ("unsupported_image_format",),
+    ),
+    "tiff_declared_jpeg": (
+        lambda f: ("a.jpg", encode(face_image(f), "TIFF"), "image/jpeg"),
+        ("unsupported_image_format",),
+    ),
+    "bmp_sniffed": (
+        lambda f: ("blob", encode(face_image(f), "BMP"), "application/octet-stream"),
+        ("unsupported_media_type",),
+    ),
+    "bmp_declared_png": (lambda f: ("a.png", encode(face_image(f), "BMP"), "image/png"), ("unsupported_image_format",)),
+    # ...and decoding is budgeted in bytes, not only pixels: 16-bit grey just under the pixel cap, ~80 KB on the wire
+    "png_16bit_under_pixel_cap": (lambda f: ("a.png", png_16bit_blank(6000, 6600), "image/png"), ("image_too_large",)),
 }
 
 
@@ -238,7 +263,6 @@ GOOD_IMAGES: dict[str, Callable[[Faces], tuple[str, bytes, str]]] = {
     "palette_png": lambda f: ("a.png", encode(face_image(f).convert("P", palette=Image.ADAPTIVE), "PNG"), "image/png"),
     "rgba_png": lambda f: ("a.png", encode(face_image(f).convert("RGBA"), "PNG"), "image/png"),
     "exif_rotated_jpeg": lambda f: ("a.jpg", _exif_rotated(f), "image/jpeg"),
-    "animated_gif": lambda f: ("a.gif", animated_gif(face_image(f)), "image/gif"),
     "webp": lambda f: ("a.webp", encode(face_image(f), "WEBP", quality=90), "image/webp"),
     "no_content_type_sniffed": lambda f: ("frame", _jpeg(f), "application/octet-stream"),
 }
@@ -494,7 +518,7 @@ INJECTIONS = [
     '","role":"admin',
     '"}, {"role": "admin"}',
     "$(rm -rf /) `id` ${jndi:ldap://x}",
-    "Zoë 名前 🙂 \u202eevil",
+    "Zoë 名前 🙂 evil",  # a bidi override here is refused since issue 14 (test_unicode_policy.py)
 ]
 
 

@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.contracts.models import DEFAULT_MODEL_ID, MODELS
+from tests.conftest import MATCHER_HEADERS
 from tests.gateway.conftest import ADMIN_TOKEN, Faces, Gateway, enrol, identify, running_gateway, verify
 
 OTHER_MODEL = next(m for m in MODELS if m != DEFAULT_MODEL_ID)
@@ -84,6 +85,8 @@ async def test_a_gateway_whose_embedder_serves_another_model_never_decides(
     assert (await org.get(f"/v1/events/{event_id}/log")).json()["items"] == log_before
     r = await org.get(f"/v1/events/{event_id}/attendees")
     assert [a["ticket_code"] for a in r.json()["items"]] == ["M-1"], r.text
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=matcher_app), base_url="http://m") as m:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matcher_app), base_url="http://m", headers=MATCHER_HEADERS
+    ) as m:
         r = await m.get(f"/v1/galleries/{event_id}")
         assert (r.json()["model_id"], r.json()["templates"]) == (OTHER_MODEL, 1), r.text

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from services.matcher.app import create_app
 from services.matcher.settings import MatcherSettings
+from tests.conftest import MATCHER_HEADERS
 
 MODEL = "facenet-casia-512"
 DIM = 512
@@ -33,7 +34,9 @@ async def running_app(pg_url: str, **overrides: Any) -> AsyncIterator[tuple[Fast
     app = create_app(MatcherSettings(database_url=pg_url, **overrides))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://matcher", timeout=60) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://matcher", timeout=60, headers=MATCHER_HEADERS
+        ) as client:
             yield app, client
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from services.common.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from services.contracts.matcher import TemplateIn
 from services.matcher.client import MatcherClient
+from tests.conftest import MATCHER_HEADERS
 from tests.matcher.conftest import DIM, MODEL, running_app, unit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ async def _exercise(mc: MatcherClient) -> None:
 
 async def test_client_against_app(app_client: tuple[FastAPI, httpx.AsyncClient]) -> None:
     app, _ = app_client
-    async with MatcherClient(transport=httpx.ASGITransport(app=app), timeout=30) as mc:
+    async with MatcherClient(transport=httpx.ASGITransport(app=app), timeout=30, headers=MATCHER_HEADERS) as mc:
         await _exercise(mc)
 
 
@@ -125,7 +126,7 @@ async def test_uvicorn_process(pg_url: str) -> None:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 assert time.monotonic() < deadline, "matcher did not become ready"
                 time.sleep(0.2)
-        async with MatcherClient(base, timeout=30) as mc:
+        async with MatcherClient(base, timeout=30, headers=MATCHER_HEADERS) as mc:
             await _exercise(mc)
     finally:
         proc.terminate()
@@ -141,8 +142,8 @@ async def test_search_in_exact_and_hnsw_modes_agrees_on_small_gallery(pg_url: st
     async with (
         running_app(pg_url) as (app, _),
         running_app(pg_url, exact_max_templates=10, resident_enabled=False) as (happ, _),
-        MatcherClient(transport=httpx.ASGITransport(app=app)) as mc,
-        MatcherClient(transport=httpx.ASGITransport(app=happ)) as hc,
+        MatcherClient(transport=httpx.ASGITransport(app=app), headers=MATCHER_HEADERS) as mc,
+        MatcherClient(transport=httpx.ASGITransport(app=happ), headers=MATCHER_HEADERS) as hc,
     ):
         await mc.ensure_gallery(event, MODEL)
         await mc.add_templates(event, _templates(people, vecs))

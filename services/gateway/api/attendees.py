@@ -12,13 +12,16 @@ from services.common.errors import ERROR_RESPONSES, BadRequest
 from services.contracts.images import ACCEPTED_CONTENT_TYPES, MAX_IMAGE_BYTES
 from services.gateway import attendees, events
 from services.gateway.attendees import Photo
+from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import AttendeeList, AttendeeOut, Enrolled, Erased
 
-router = APIRouter(prefix="/v1/events/{event_id}/attendees", tags=["attendees"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/events/{event_id}/attendees", tags=["attendees"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute
+)
 
 
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"BM", "image/bmp"))
+_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 
 
 def sniff_type(declared: str | None, data: bytes) -> str:

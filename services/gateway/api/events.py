@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, status
 
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import access_log, events, thresholds
+from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import (
     Decision,
@@ -20,7 +21,7 @@ from services.gateway.schemas import (
     LogPage,
 )
 
-router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EventOut)

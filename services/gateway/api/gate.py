@@ -7,19 +7,18 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import gate
 from services.gateway.api.attendees import read_upload, single_valued
-from services.gateway.deps import CacheDep, DownstreamDep, RedisDep, RequireGate, SessionDep, SettingsDep
-from services.gateway.ratelimit import check_rate_limit
+from services.gateway.authfirst import AuthFirstRoute
+from services.gateway.deps import CacheDep, DownstreamDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.schemas import GateResult
 
-router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute)
 
 
 @router.post("/verify", response_model=GateResult, dependencies=[Depends(single_valued("ticket_code", "frame"))])
 async def verify(
     request: Request,
     session: SessionDep,
-    principal: RequireGate,
-    redis: RedisDep,
+    principal: RequireGate,  # its rate limit was checked before the body (authfirst.py)
     downstream: DownstreamDep,
     cache: CacheDep,
     settings: SettingsDep,
@@ -27,9 +26,6 @@ async def verify(
     ticket_code: Annotated[str, Form(min_length=1, max_length=200)],
 ) -> GateResult:
     """1:1: the scanned ticket's holder against the face in the frame → admit or deny with a reason."""
-    await check_rate_limit(
-        redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second, breaker=cache.breaker
-    )
     event = await gate.gate_event(session, principal=principal, mode="verify")
     return await gate.verify(
         session,
@@ -48,17 +44,13 @@ async def verify(
 async def identify(
     request: Request,
     session: SessionDep,
-    principal: RequireGate,
-    redis: RedisDep,
+    principal: RequireGate,  # its rate limit was checked before the body (authfirst.py)
     downstream: DownstreamDep,
     cache: CacheDep,
     settings: SettingsDep,
     frame: Annotated[UploadFile, File(description="camera frame (JPEG/PNG)")],
 ) -> GateResult:
     """1:K: the nearest attendee within the threshold → admit; otherwise `unknown` (never the nearest stranger)."""
-    await check_rate_limit(
-        redis, key_id=principal.key_id, limit_per_second=settings.rate_limit_per_second, breaker=cache.breaker
-    )
     event = await gate.gate_event(session, principal=principal, mode="identify")
     return await gate.identify(
         session,

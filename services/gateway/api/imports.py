@@ -8,11 +8,14 @@ from fastapi import APIRouter, File, Request, UploadFile
 
 from services.common.errors import ERROR_RESPONSES, NotFound, PayloadTooLarge
 from services.gateway import events, imports
+from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.bodylimit import MAX_CSV_BYTES
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import ImportJobOut
 
-router = APIRouter(prefix="/v1/events/{event_id}/imports", tags=["imports"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/events/{event_id}/imports", tags=["imports"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute
+)
 
 
 async def _read(upload: UploadFile, limit: int, what: str) -> bytes:

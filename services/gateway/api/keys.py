@@ -6,10 +6,11 @@ from fastapi import APIRouter, status
 
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import auth
+from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import PrincipalDep, SessionDep
 from services.gateway.schemas import KeyCreate, KeyCreated, KeyOut
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
