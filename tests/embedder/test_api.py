@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -219,15 +220,18 @@ async def test_dev_photos_pass_enrol(embedder_http: httpx.AsyncClient, dev_image
 
 async def test_not_ready_until_loaded(faces_dir: Path) -> None:
     pipe = FacePipeline(EmbedderSettings(load_in_background=True))
+    failed = threading.Event()
 
     def fail() -> None:
         pipe.state = "failed: RuntimeError: weights missing"
+        failed.set()
         raise RuntimeError("weights missing")
 
     pipe.load = fail  # type: ignore[method-assign]
     app = create_app(pipeline=pipe)
     async with app.router.lifespan_context(app):
-        await asyncio.sleep(0.05)
+        # the background load has run and failed (waited for, not guessed at with a fixed sleep)
+        assert await asyncio.to_thread(failed.wait, 60)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://e", headers=EMBEDDER_HEADERS
         ) as client:

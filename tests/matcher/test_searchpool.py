@@ -46,7 +46,16 @@ async def test_a_search_cancelled_mid_statement_leaves_no_statement_behind(pg_ur
                 await sc.conn.execute("SELECT pg_sleep(30)")
 
         task = asyncio.ensure_future(slow())
-        await asyncio.sleep(0.3)
+        # cancel only once the statement is running on the server (a fixed wait may cancel it before it starts,
+        # and the test would pass without testing anything)
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as watcher:
+            for _ in range(600):
+                cur = await watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
+                if (await cur.fetchone())[0] == 1:
+                    break
+                await asyncio.sleep(0.05)  # polling the server for the condition
+            else:
+                pytest.fail("the slow statement never started")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
