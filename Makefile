@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 EXTRAS ?= embedder,matcher,gateway,embedded,dev
 
-.PHONY: setup browser run test lint typecheck bench clean
+.PHONY: setup browser k8s-tools run test lint typecheck bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/facegate run
 
-test: setup browser
+test: setup browser k8s-tools
 	$(BIN)/python -m pytest
 
 # tests/browser drive Debian's chromium (Playwright's own browser download does not work here). As root with
@@ -31,6 +31,15 @@ browser:
 		{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } || \
 		echo "chromium could not be installed: tests/browser will skip"; \
 	fi
+
+# tests/test_k8s.py scans the rendered manifests with checkov, which pins ~100 packages of its own: it gets a venv of
+# its own under .venv-tools/ (built once, ~300 MB, ~1.5 min), never the project's. Offline, the scan skips.
+CHECKOV := .venv-tools/checkov/bin/checkov
+k8s-tools: $(CHECKOV)
+
+$(CHECKOV):
+	@$(PY) -m venv .venv-tools/checkov && .venv-tools/checkov/bin/python -m pip install -q "checkov==3.3.30" || \
+		{ rm -rf .venv-tools/checkov; echo "checkov could not be installed: the policy scan in tests/test_k8s.py will skip"; }
 
 lint: setup
 	$(BIN)/ruff check services tests bench migrations
@@ -45,4 +54,4 @@ typecheck: setup
 	$(BIN)/mypy services
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache

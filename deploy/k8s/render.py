@@ -55,7 +55,7 @@ MERGE_KEYS = {
     "imagePullSecrets": "name",
 }
 # Selector paths kustomize updates for labels with includeSelectors (commonLabels always).
-SELECTOR_PATHS = {
+SELECTOR_PATHS: dict[str, list[tuple[str, ...]]] = {
     "Service": [("spec", "selector")],
     "Deployment": [("spec", "selector", "matchLabels")],
     "StatefulSet": [("spec", "selector", "matchLabels")],
@@ -150,20 +150,20 @@ def apply_patch(objects: list[dict[str, Any]], patch: dict[str, Any], *, where: 
 
 def strategic_merge(base: Any, patch: Any, field: str | None = None) -> Any:
     if isinstance(base, dict) and isinstance(patch, dict):
-        out = copy.deepcopy(base)
+        merged = copy.deepcopy(base)
         for key, value in patch.items():
             if value is None:
-                out.pop(key, None)
-            elif key in out:
-                out[key] = strategic_merge(out[key], value, key)
+                merged.pop(key, None)
+            elif key in merged:
+                merged[key] = strategic_merge(merged[key], value, key)
             else:
-                out[key] = copy.deepcopy(value)
-        return out
+                merged[key] = copy.deepcopy(value)
+        return merged
     if isinstance(base, list) and isinstance(patch, list) and field in MERGE_KEYS:
         # kustomize's order: the patch's items first (merged with their base item), then the base's other items
         mk = MERGE_KEYS[field]
         by_key = {b.get(mk): b for b in base if isinstance(b, dict)}
-        out = []
+        out: list[Any] = []
         for item in patch:
             if not isinstance(item, dict) or mk not in item:
                 raise RenderError(f"list `{field}` items need their merge key `{mk}`: {item}")
@@ -198,7 +198,7 @@ def add_labels(obj: dict[str, Any], pairs: dict[str, str], *, selectors: bool, t
     if templates and kind in TEMPLATE_KINDS:
         obj["spec"]["template"].setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
     if selectors:
-        for path in SELECTOR_PATHS.get(kind, []):
+        for path in SELECTOR_PATHS.get(kind or "", []):
             parent = _get(obj, path[:-1])
             if isinstance(parent, dict):
                 parent.setdefault(path[-1], {}).update(pairs)
