@@ -522,6 +522,9 @@ def test_ingress_exposes_only_the_gateway_and_admits_its_largest_body(overlay: s
     largest = setting_default("gateway", "import_max_zip_bytes") + 6 * 2**20
     body = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert parse_size(body) >= largest
+    # ... and the gateway's memory holds one such import (imports.py parses the zip's bytes in memory) beside itself
+    limit = mem_bytes(container(overlay, "gateway")["resources"]["limits"]["memory"])
+    assert limit >= setting_default("gateway", "import_max_zip_bytes") + 512 * 2**20
     for svc in objects(overlay, "Service"):
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", "nothing else is exposed"
 
