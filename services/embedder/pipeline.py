@@ -29,7 +29,7 @@ from services.contracts.embedder import (
 from services.embedder import metrics
 from services.embedder.align import AlignMode, extract_chips
 from services.embedder.batching import MicroBatcher
-from services.embedder.detector import Detection, DetectJob, FaceDetector
+from services.embedder.detector import LANDMARK_KEYS, Detection, DetectJob, FaceDetector
 from services.embedder.imaging import DecodedImage, decode_image
 from services.embedder.models import FaceModel, create_model
 from services.embedder.models.tf_runtime import configure_tensorflow, pick_device
@@ -183,7 +183,7 @@ class FacePipeline:
                 landmarks=Landmarks(
                     **{
                         k: (round(float(p[0]), 2), round(float(p[1]), 2))
-                        for k, p in zip(_LM_KEYS, d.landmarks, strict=True)
+                        for k, p in zip(LANDMARK_KEYS, d.landmarks, strict=True)
                     }
                 ),
                 score=round(d.score, 5),
@@ -266,6 +266,3 @@ def _observe_stages(t0: float, t1: float, t2: float, t3: float, t4: float) -> No
     spans = {"decode": t1 - t0, "detect": t2 - t1, "align": t3 - t2, "embed": t4 - t3, "total": t4 - t0}
     for name, dt in spans.items():
         metrics.STAGE_SECONDS.labels(name).observe(dt)
-
-
-_LM_KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")

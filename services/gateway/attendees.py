@@ -40,6 +40,7 @@ from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.duplicates import check_duplicate_faces
 from services.gateway.errors import AttendeeNotFound, DependencyUnavailable, QualityRejected
+from services.gateway.events import check_embedded_model
 from services.gateway.schemas import CONTROL_CHARS, AttendeeOut, Enrolled, FaceFound, PhotoReport
 from services.gateway.tables import AccessLog, Attendee, Event, IdempotencyKey
 from services.gateway.text import MAX_CHARS, normalise_name, normalise_ticket, ticket_key
@@ -127,11 +128,13 @@ def _reports(photos: list[Photo], embedded: list[EmbedResponse]) -> list[PhotoRe
     ]
 
 
-def _templates(attendee_id: uuid.UUID, model_id: str, embedded: list[EmbedResponse]) -> TemplatesCreate:
+def _templates(
+    attendee_id: uuid.UUID, event: Event, embedded: list[EmbedResponse], retry_after_s: int
+) -> TemplatesCreate:
     items = []
+    model_id = event.model_id
     for e in embedded:
-        if e.model.id != model_id:
-            raise DependencyUnavailable("embedder", 5, f"embedder runs model {e.model.id!r}, event needs {model_id!r}")
+        check_embedded_model(e.model.id, event, retry_after_s)
         face = e.faces[0]
         items.append(
             TemplateIn(attendee_id=attendee_id, model_id=model_id, embedding=face.embedding, quality=face.score)
@@ -210,7 +213,7 @@ async def enrol(
         session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face
     )
     attendee_id = uuid.uuid4()
-    batch = _templates(attendee_id, event.model_id, embedded)
+    batch = _templates(attendee_id, event, embedded, downstream.retry_after_s)
 
     attendee = Attendee(
         id=attendee_id,
@@ -330,7 +333,7 @@ async def add_photos(
         session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face,
         attendee_id=attendee.id,
     )  # fmt: skip
-    batch = _templates(attendee.id, event.model_id, embedded)
+    batch = _templates(attendee.id, event, embedded, downstream.retry_after_s)
     # Lock the row: an erase running concurrently must not leave these templates behind.
     await session.execute(select(Attendee.id).where(Attendee.id == attendee.id).with_for_update())
     await downstream.add_templates(event.id, batch)

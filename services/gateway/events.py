@@ -17,7 +17,7 @@ from services.gateway import thresholds
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
-from services.gateway.errors import EventNotFound
+from services.gateway.errors import DependencyUnavailable, EventNotFound
 from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, EventUpdate, Role
 from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
 from services.gateway.thresholds import GallerySize
@@ -28,6 +28,15 @@ def model_of(event: Event) -> ModelDescriptor:
     if model is None:  # an event pinned to a model this build no longer knows: refuse rather than guess
         raise Unprocessable(f"unknown model {event.model_id!r}", code="unknown_model")
     return model
+
+
+def check_embedded_model(model_id: str, event: Event, retry_after_s: int) -> None:
+    """The one model-pin check, for enrolment and the gate alike: vectors of another model than the event's are a
+    misconfigured embedder, a fault (503 with the configured Retry-After), never a decision or a stored template."""
+    if model_id != event.model_id:
+        raise DependencyUnavailable(
+            "embedder", retry_after_s, f"embedder runs {model_id!r}, the event is pinned to {event.model_id!r}"
+        )
 
 
 def to_out(event: Event, size: GallerySize) -> EventOut:

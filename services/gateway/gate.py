@@ -33,7 +33,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream, DownstreamNotFound
 from services.gateway.errors import DependencyUnavailable, EventNotFound, Forbidden
-from services.gateway.events import model_of
+from services.gateway.events import check_embedded_model, model_of
 from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
@@ -165,14 +165,6 @@ def outside_window(event: Event, now: datetime | None = None) -> bool:
     )
 
 
-def _check_model(embedded: EmbedResponse, event: Event, retry_after_s: int) -> None:
-    if embedded.model.id != event.model_id:
-        # A misconfigured embedder would compare vectors of different models: a fault, never a decision.
-        raise DependencyUnavailable(
-            "embedder", retry_after_s, f"embedder runs {embedded.model.id!r}, the event is pinned to {event.model_id!r}"
-        )
-
-
 async def verify(
     session: AsyncSession,
     *,
@@ -196,7 +188,7 @@ async def verify(
             threshold=threshold, started=started, request_id=request_id,
         )  # fmt: skip
     embedded = await _embed_frame(downstream, frame, max_faces=5)
-    _check_model(embedded, event, downstream.retry_after_s)
+    check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
     face, face_reason = pick_face(embedded, settings)
     quality = [r.value for r in face.quality.reasons] if face is not None and face_reason else []
     attendee = (
@@ -273,7 +265,7 @@ async def identify(
             threshold=threshold, started=started, request_id=request_id,
         )  # fmt: skip
     embedded = await _embed_frame(downstream, frame, max_faces=5)
-    _check_model(embedded, event, downstream.retry_after_s)
+    check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
     face, face_reason = pick_face(embedded, settings)
 
     if face is None or face_reason is not None:
