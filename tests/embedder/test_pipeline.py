@@ -61,7 +61,7 @@ def test_small_faces_with_a_smaller_min_face_size(pipeline: FacePipeline, faces_
 
 
 def test_max_faces_limits_faces_not_reasons(pipeline: FacePipeline, faces_dir: Path) -> None:
-    res = pipeline.embed_image((faces_dir / "group/6.jpg").read_bytes(), profile=QualityProfile.ENROL, max_faces=1)
+    res = pipeline.embed_image((faces_dir / "group/7.jpg").read_bytes(), profile=QualityProfile.ENROL, max_faces=1)
     assert len(res.faces) == 1
     assert QualityReason.MULTIPLE_FACES in res.reasons and not res.passed
 

@@ -118,11 +118,14 @@ def client(stack: Stack, token: str) -> httpx.AsyncClient:
 
 
 async def enrol_first_accepted(
-    org: httpx.AsyncClient, event_id: str, faces: Faces, person: str, ticket: str
+    org: httpx.AsyncClient, event_id: str, faces: Faces, person: str, ticket: str, *, again: bool = False
 ) -> Person | None:
-    """Enrol with the first of the person's photos the strict enrolment profile accepts."""
+    """Enrol with the first of the person's photos the strict enrolment profile accepts (`again`: the person may
+    already be enrolled under another ticket, which is then on purpose)."""
     for n in sorted(int(p.stem) for p in (faces.root / "dev" / person).glob("*.jpg")):
-        r = await enrol(org, event_id, name=person, ticket=ticket, photos=[faces.photo(person, n)])
+        r = await enrol(
+            org, event_id, name=person, ticket=ticket, photos=[faces.photo(person, n)], allow_duplicate_face=again
+        )
         if r.status_code == 201:
             return Person(person, ticket, r.json()["attendee"]["id"], faces.photo(person, n))
         assert r.status_code == 422 and r.json()["code"] == "quality_rejected", r.text
@@ -259,7 +262,17 @@ class Load:
                 while True:
                     headers = {"Idempotency-Key": key}
                     res = await timed(
-                        "enrol", enrol(org, w.event_id, name=person, ticket=ticket, photos=[photo], headers=headers)
+                        "enrol",
+                        # the pool cycles through ten people: the same face under new tickets, on purpose
+                        enrol(
+                            org,
+                            w.event_id,
+                            name=person,
+                            ticket=ticket,
+                            photos=[photo],
+                            headers=headers,
+                            allow_duplicate_face=True,
+                        ),
                     )
                     self.record(res)
                     if res.status == 201:
@@ -544,7 +557,9 @@ async def test_hung_embedder_or_matcher_is_a_503_in_time(stack: Stack, world: Wo
     p, stranger = world.people[0], world.strangers[0]
     async with client(stack, world.org_token) as org, client(stack, world.gate_token) as gate:
         # someone whose templates are not in Redis yet: a 1:1 check on them needs the matcher
-        fresh = await enrol_first_accepted(org, world.event_id, faces, TO_ENROL[0], f"H-{uuid.uuid4().hex[:8]}")
+        fresh = await enrol_first_accepted(
+            org, world.event_id, faces, TO_ENROL[0], f"H-{uuid.uuid4().hex[:8]}", again=True
+        )
         assert fresh is not None
         before = await decided(org, world.event_id)
         with hung(stack, "embedder"):

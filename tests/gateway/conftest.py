@@ -214,10 +214,14 @@ async def enrol(
     ticket: str,
     photos: list[tuple[str, bytes, str]],
     headers: dict[str, str] | None = None,
+    allow_duplicate_face: bool = False,
 ) -> httpx.Response:
+    data = {"name": name, "ticket_code": ticket}
+    if allow_duplicate_face:  # the same face under another ticket, on purpose (load and fault tests)
+        data["allow_duplicate_face"] = "true"
     return await org.post(
         f"/v1/events/{event_id}/attendees",
-        data={"name": name, "ticket_code": ticket},
+        data=data,
         files=[("photos", p) for p in photos],
         headers=headers,
     )
