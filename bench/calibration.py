@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -42,15 +40,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.stack import Stack  # noqa: E402
+from bench.report import write_json  # noqa: E402
+from services.stack import Stack, free_port  # noqa: E402
 from services.tools.faceset import load_labelled  # noqa: E402
 from services.tools.fit import Rate, is_held_back  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def gather_limited(n: int, jobs: list[Any]) -> list[Any]:
@@ -239,9 +232,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args()
     result = asyncio.run(main_async(args))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -49,7 +47,8 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.stack import Stack  # noqa: E402
+from bench.report import write_json  # noqa: E402
+from services.stack import Stack, free_port  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
 KIND_WEIGHTS = {"enrolled": 0.60, "stranger": 0.25, "noface": 0.15}
@@ -86,12 +85,6 @@ class Setup:
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def camera_frame(path: Path) -> bytes:
@@ -472,9 +465,7 @@ def main() -> None:
     if args.rate <= 0 or args.duration <= 0 or args.duration * args.rate > 3600:
         raise SystemExit("--rate and --duration must be positive, at most 3600 frames per gate")
     result = asyncio.run(main_async(args))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

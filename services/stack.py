@@ -60,6 +60,15 @@ def private_files() -> Iterator[None]:
         os.umask(old)
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (tests and benchmarks run stacks side by side)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str

@@ -6,20 +6,13 @@ browser tests' thread belongs to Playwright's own event loop.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from services.stack import Stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from services.stack import Stack, free_port
 
 
 def new_stack(data_dir: Path, *, admin_key: str, log_dir: Path | None = None, **env: str) -> Stack:

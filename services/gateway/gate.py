@@ -158,6 +158,9 @@ async def _record(
     )
 
 
+CLOSED = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)  # the gates are not open: no face work at all
+
+
 def outside_window(event: Event, now: datetime | None = None) -> bool:
     now = now or datetime.now(UTC)
     return (event.starts_at is not None and now < event.starts_at) or (
@@ -183,9 +186,8 @@ async def verify(
     ticket_code = clean_text(ticket_code, "ticket_code")  # a malformed ticket is a bad request, not a decision
     check_image(frame, what="frame")  # bad input is a 4xx before any decision, the window's included
     if outside_window(event):
-        outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
         return await _record(
-            session, principal=principal, event=event, mode="verify", ticket_code=ticket_code, outcome=outcome,
+            session, principal=principal, event=event, mode="verify", ticket_code=ticket_code, outcome=CLOSED,
             threshold=threshold, started=started, request_id=request_id,
         )  # fmt: skip
     embedded = await _embed_frame(downstream, frame, max_faces=5)
@@ -261,9 +263,8 @@ async def identify(
     outcome: _Outcome
     check_image(frame, what="frame")
     if outside_window(event):
-        outcome = _Outcome(Decision.DENY, Reason.OUTSIDE_EVENT_WINDOW)
         return await _record(
-            session, principal=principal, event=event, mode="identify", ticket_code=None, outcome=outcome,
+            session, principal=principal, event=event, mode="identify", ticket_code=None, outcome=CLOSED,
             threshold=threshold, started=started, request_id=request_id,
         )  # fmt: skip
     embedded = await _embed_frame(downstream, frame, max_faces=5)
