@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.verbose:
             os.environ["FACEGATE_VERBOSE"] = "1"  # the services inherit it (services/embedder/__init__.py)
+        else:
+            import warnings
+
+            # pgserver's platformdirs warns on machines without a login session; the data dir is explicit here
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         from services.stack import run_stack
 
         return run_stack(data_dir=args.data_dir)
