@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         help="embedding caches to read, in order; the last also receives new ones (default: data/calib-cache)",
     )  # fmt: skip
     lev.add_argument("--json", default=None, help="also write the report as JSON here")
-    lev.add_argument("--head", default=None, help="a `facegate train` artefact to measure as one more lever")
+    lev.add_argument(
+        "--head", action="append", default=[], help="a `facegate train` artefact to measure as one more lever"
+    )
     lev.add_argument("--no-cost", action="store_true", help="skip the CPU cost measurement (loads both models)")
     lev.add_argument("--no-flip", action="store_true", help="skip flip TTA (needs the mirrored chips embedded)")
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             faces=args.faces,
             cache_dirs=args.cache_dir or ["data/calib-cache"],
             json_path=args.json,
-            head=args.head,
+            heads=args.head,
             cost=not args.no_cost,
             flips=not args.no_flip,
         )

@@ -351,9 +351,10 @@ def choose_band(
 
 # -- cost -----------------------------------------------------------------------------------------------------
 def measure_cost(folder: Path, *, photos: int = 24, rounds: int = 5) -> dict[str, float]:
-    """Median CPU-process seconds per face, in one process and on the same photos: detection + chips (shared
-    by both models), each model's embedding of one chip, and of the chip and its mirror (a batch of two).
-    Interleaved rounds so that a busy machine slows every entry alike."""
+    """Median seconds per face, CPU time of the process (all its threads; what a shared machine pays) and wall
+    time, in one process and on the same photos: detection + chips (shared by both models), each model's
+    embedding of one chip, and of the chip and its mirror (a batch of two). Interleaved rounds, so that a busy
+    machine slows every entry alike."""
     from services.contracts.embedder import QualityProfile
     from services.embedder.pipeline import FacePipeline
     from services.embedder.settings import EmbedderSettings
@@ -368,9 +369,10 @@ def measure_cost(folder: Path, *, photos: int = 24, rounds: int = 5) -> dict[str
     timings: dict[str, list[float]] = {}
 
     def clock(name: str, fn: Any) -> None:
-        t0 = time.process_time()
+        c0, w0 = time.process_time(), time.perf_counter()
         fn()
-        timings.setdefault(name, []).append(time.process_time() - t0)
+        timings.setdefault(name, []).append(time.process_time() - c0)
+        timings.setdefault(name + " (wall)", []).append(time.perf_counter() - w0)
 
     p0 = pipes[DLIB]
     for raw in data:  # the chips, once
@@ -428,7 +430,7 @@ def _pct(r: fit.Rate) -> str:
 
 
 def load_scores(
-    folder: Path, cache_dirs: list[Path], head_path: Path | None = None, *, flips: bool = True
+    folder: Path, cache_dirs: list[Path], *, flips: bool = True
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Embeddings of every photo for each model (and their mirrors'), the labels and the has-a-face mask; reads
     the first cache that has them, embeds (and caches in the last) otherwise."""
@@ -471,7 +473,7 @@ class _NoPipeline:
 
 
 def run_levers(
-    *, faces: str, cache_dirs: list[str], json_path: str | None, head: str | None, cost: bool, flips: bool = True
+    *, faces: str, cache_dirs: list[str], json_path: str | None, heads: list[str], cost: bool, flips: bool = True
 ) -> int:
     folder = Path(faces)
     t_start = time.perf_counter()
@@ -489,26 +491,47 @@ def run_levers(
     d, f = normalise(raw[DLIB]), normalise(raw[FACENET])
     fusion = fit_fusion(d[fit_m], f[fit_m], labels[fit_m], fit_weight=False)
     fusion_w = fit_fusion(d[fit_m], f[fit_m], labels[fit_m], fit_weight=True)
+    fused = f"fusion (w={fusion_w.weight:.2f} fitted)"
     print(f"fusion: z-normalised mean, dlib share of the distance a={fusion.a:.3f}; fitted weight "
           f"w={fusion_w.weight:.2f} (a={fusion_w.a:.3f})", flush=True)  # fmt: skip
     scores = [
         Score(DLIB, d, "dlib"),
         Score(FACENET, f, "facenet"),
         Score("fusion (z-mean)", fusion.embed(d, f), "dlib + facenet"),
-        Score(f"fusion (w={fusion_w.weight:.2f} fitted)", fusion_w.embed(d, f), "dlib + facenet"),
+        Score(fused, fusion_w.embed(d, f), "dlib + facenet"),
     ]
+    report: dict[str, Any] = {"fusion": fusion.__dict__, "fusion_fitted": fusion_w.__dict__, "rows": [], "verify": {}}
     if flips:
         d_flip, f_flip = flip_average(d, raw[DLIB + "+flip"]), flip_average(f, raw[FACENET + "+flip"])
-        fusion_flip = fit_fusion(d_flip[fit_m], f_flip[fit_m], labels[fit_m], fit_weight=False)
+        fusion_flip = fit_fusion(d_flip[fit_m], f_flip[fit_m], labels[fit_m], fit_weight=True)
+        report["fusion_flip"] = fusion_flip.__dict__
         scores[2:2] = [Score(DLIB + " + flip", d_flip, "dlib+flip"), Score(FACENET + " + flip", f_flip, "facenet+flip")]
-        scores.append(Score("fusion + flip", fusion_flip.embed(d_flip, f_flip), "dlib+flip + facenet+flip"))
-    if head:
+        scores.append(
+            Score(f"fusion + flip (w={fusion_flip.weight:.2f})", fusion_flip.embed(d_flip, f_flip), "both x2")
+        )
+    # Cascades: (name, the first model's embeddings, the second's, their fusion, the fused score's name).
+    cascades = [("cascade", d, f, fusion_w, fused, DLIB)]
+    for path in heads:
         from services.embedder.models.head import load_head
 
-        h = load_head(Path(head))
+        h = load_head(Path(path))
         base = d if h.model_id == DLIB else f
-        scores.append(Score(f"{h.model_id} + triplet head", h.apply(base), h.model_id.split("-")[0]))
-    report: dict[str, Any] = {"fusion": fusion.__dict__, "fusion_fitted": fusion_w.__dict__, "rows": [], "verify": {}}
+        projected = h.apply(base)
+        scores.append(Score(f"{h.model_id} + triplet head", projected, h.model_id))
+        if h.model_id == FACENET:
+            fu_h = fit_fusion(d[fit_m], projected[fit_m], labels[fit_m], fit_weight=True)
+            report["fusion_head"] = fu_h.__dict__
+            name_h = f"fusion, FaceNet with the head (w={fu_h.weight:.2f})"
+            scores.append(Score(name_h, fu_h.embed(d, projected), "both"))
+            cascades.append(("cascade, FaceNet with the head", d, projected, fu_h, name_h, DLIB))
+            if flips:
+                # The head was trained on unflipped embeddings; it is applied to the flip average as it is.
+                pf = h.apply(f_flip)
+                fu_hf = fit_fusion(d_flip[fit_m], pf[fit_m], labels[fit_m], fit_weight=True)
+                report["fusion_head_flip"] = fu_hf.__dict__
+                name_hf = f"fusion + flip, FaceNet with the head (w={fu_hf.weight:.2f})"
+                scores.append(Score(name_hf, fu_hf.embed(d_flip, pf), "both x2"))
+                cascades.append(("cascade + flip, FaceNet with the head", d_flip, pf, fu_hf, name_hf, DLIB + " + flip"))
     cals: dict[str, Calibration] = {}
     sizes_1 = [k for k in SIZES if k <= n_held - 100]
     for s in scores:
@@ -522,25 +545,33 @@ def run_levers(
         print(f"  {s.name}: TAR@1e-3 {1 - tar[1e-3].value:.1%}, K={sizes_1[-1]} FNIR@FPIR0.003 "
               f"{r.fnir_at[0.003].value:.1%} ({time.perf_counter() - t_start:.0f}s)", flush=True)  # fmt: skip
 
-    # The cascade: band chosen on the fit identities, measured on the held-back ones.
-    band, band_rows = choose_band(d[fit_m], f[fit_m], labels[fit_m], fusion, cals[DLIB], cals["fusion (z-mean)"])
-    report["cascade_band"] = {"lo": band.lo, "hi": band.hi, "top": band.top, "candidates": band_rows}
-    for k in sizes_1:
-        r = cascade_identify(d[held], f[held], labels[held], fusion, band, cals[DLIB], cals["fusion (z-mean)"], k=k)
-        report["rows"].append(result_json("cascade", r))
-    print(f"  cascade band {band.lo}-{band.hi} x the dlib threshold: K={sizes_1[-1]} FNIR@FPIR0.003 "
-          f"{r.fnir_at[0.003].value:.1%}, second model for {_pct(r.second_model_share['strangers'])} of strangers, "
-          f"{_pct(r.second_model_share['attendees'])} of attendees", flush=True)  # fmt: skip
+    # The cascades (dlib first, then a fitted fusion): band chosen on the fit identities, measured held back.
+    report["cascade_band"] = {}
+    for c_name, first, second, fu, fused_name, first_name in cascades:
+        cal_first = cals[first_name]
+        band, band_rows = choose_band(first[fit_m], second[fit_m], labels[fit_m], fu, cal_first, cals[fused_name])
+        report["cascade_band"][c_name] = {"lo": band.lo, "hi": band.hi, "top": band.top, "candidates": band_rows}
+        for k in sizes_1:
+            r = cascade_identify(first[held], second[held], labels[held], fu, band, cal_first, cals[fused_name], k=k)
+            report["rows"].append(result_json(c_name, r))
+        print(f"  {c_name}, band {band.lo}-{band.hi} x the dlib threshold: K={sizes_1[-1]} FNIR@FPIR0.003 "
+              f"{r.fnir_at[0.003].value:.1%}, second model for {_pct(r.second_model_share['strangers'])} of "
+              f"strangers, {_pct(r.second_model_share['attendees'])} of attendees", flush=True)  # fmt: skip
 
-    # Templates: 1, 2, 3 photos per attendee on the same probes (identities with at least 4 photos).
+    # Templates: 1, 2, 3 photos per attendee on the same probes (identities with at least 4 photos; the photos
+    # after the third are the probes whatever the number of templates).
     template_rows = []
-    for name in (DLIB, "fusion (z-mean)") + (("fusion + flip",) if flips else ()):
+    names = [DLIB, fused] + [s.name for s in scores if s.name.startswith(("fusion + flip", "fusion, FaceNet"))]
+    for name in names:
         e_h, cal = next(s.e for s in scores if s.name == name)[held], cals[name]
-        for t in (1, 2, 3):
-            for mode in ("best",) if t == 1 else ("best", "mean", "both"):
-                r = identify(e_h, labels[held], cal, k=100, templates=t, mode=mode, probe_skip=3)  # type: ignore[arg-type]
-                template_rows.append(result_json(name, r))
+        for k in (100, 200):
+            for t in (1, 2, 3):
+                for mode in ("best",) if t == 1 else ("best", "mean", "both"):
+                    r = identify(e_h, labels[held], cal, k=k, templates=t, mode=mode, probe_skip=3)  # type: ignore[arg-type]
+                    template_rows.append(result_json(name, r))
     report["templates"] = template_rows
+    # What a deployment of the fused score would ship: its calibration, fitted like any model's.
+    report["calibrations"] = {name: cal.model_dump() for name, cal in cals.items() if name.startswith("fusion")}
     if cost:
         report["cost_seconds"] = measure_cost(folder)
     print(format_report(report), flush=True)
