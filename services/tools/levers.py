@@ -269,20 +269,22 @@ class Band:
 
 def cascade_outcome(
     first: np.ndarray, second: np.ndarray, fusion: Fusion, ev: Event, band: Band, first_threshold: float,
-    first_margin: float, mode: TemplateMode = "best",
+    first_margin: float, fused_threshold: float, mode: TemplateMode = "best",
 ) -> tuple[Outcome, np.ndarray, np.ndarray]:  # fmt: skip
     """The cascade as one Outcome in fused-distance units, and which probes needed the second model.
 
     Clear cases keep the first model's decision, mapped onto the fused scale: an admit (d <= lo and ahead by
-    the first model's margin) becomes distance -1 (always admitted), anything else with d > hi becomes +inf
-    (never admitted). In the band, the first model's `top` nearest attendees are re-scored with the fused
+    the first model's margin) scores d x fused_threshold / first_threshold (admitted at the calibrated
+    threshold, since lo < first_threshold; when a reading at a fixed FPIR moves the fused threshold, the clear
+    region moves with it, so the cascade has one knob), anything else with d > hi scores +inf (never admitted).
+    In the band, the first model's `top` nearest attendees are re-scored with the fused
     distance (the second model embeds the probe once; the gallery's second-model templates are stored) and the
     fused rule decides: nearest within the fused threshold and ahead of the next re-scored one by the margin."""
     d1 = per_attendee(first, ev, mode)
     o1 = Outcome.of(d1, ev)
     clear_admit = (o1.best <= band.lo) & (o1.gap > first_margin)
     in_band = (o1.best <= band.hi) & ~clear_admit  # includes the first model's ambiguous near matches
-    best = np.where(clear_admit, -1.0, np.inf)
+    best = np.where(clear_admit, o1.best * (fused_threshold / first_threshold), np.inf)
     gap = np.full(len(best), np.inf)
     got = o1.got.copy()
     idx = np.flatnonzero(in_band)
@@ -309,7 +311,7 @@ def cascade_identify(
     t = cal_fused.identify_threshold(target_fpir, k, k)
     outcomes, share_non, share_mated = [], fit.Rate(0, 0), fit.Rate(0, 0)
     for ev in events:
-        o, b_non, b_mated = cascade_outcome(first, second, fusion, ev, _band_at(band, t1), t1, cal_first.margin)
+        o, b_non, b_mated = cascade_outcome(first, second, fusion, ev, _band_at(band, t1), t1, cal_first.margin, t)
         outcomes.append(o)
         share_non += fit.Rate(int(b_non.sum()), len(b_non))
         share_mated += fit.Rate(int(b_mated.sum()), len(b_mated))
