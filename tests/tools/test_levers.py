@@ -45,3 +45,39 @@ def test_template_modes_and_the_fpir_reading() -> None:
     assert list(o.got[6:]) == [0, 1, 2]
     r = measure([o], threshold=float(o.best[6:].max()), margin=0.0, k=3, templates=2, mode="both")
     assert r.fnir.errors == 0 and r.rank1.errors == 0 and r.fpir.trials == 6
+
+
+def test_a_cascade_asks_the_second_model_only_in_its_band_and_keeps_clear_decisions() -> None:
+    from services.tools.levers import Band, cascade_outcome
+
+    rng = np.random.default_rng(3)
+    centres = _unit(rng, 4, 16)
+    first = normalise(np.concatenate([centres, centres + 0.05 * rng.normal(size=(4, 16)), _unit(rng, 3, 16)]))
+    second = normalise(rng.normal(size=(11, 8)))
+    ev = Event(4, np.arange(4), np.arange(4), np.concatenate([np.arange(8, 11), np.arange(4, 8)]), 3, np.arange(4))
+    d1 = per_attendee(first, ev)
+    t1 = float(np.sort(d1.min(axis=1))[3])  # a threshold between the attendees' and the strangers' distances
+    fu = Fusion(0.5, (0.0, 0.0), (1.0, 1.0))
+    # A band that holds nobody: every decision is the first model's, on the fused scale.
+    o, b_non, b_mated = cascade_outcome(first, second, fu, ev, Band(t1, t1), t1, 0.0, fused_threshold=2 * t1)
+    assert not b_non.any() and not b_mated.any()
+    clear = d1.min(axis=1) <= t1
+    np.testing.assert_allclose(o.best[clear], 2 * d1.min(axis=1)[clear])
+    assert np.isinf(o.best[~clear]).all()
+    # A band around everything: every frame goes to the second model and is re-scored with the fused distance.
+    o, b_non, b_mated = cascade_outcome(first, second, fu, ev, Band(-1.0, 3.0), t1, 0.0, fused_threshold=t1)
+    assert b_non.all() and b_mated.all()
+    d2 = per_attendee(second, ev)
+    np.testing.assert_allclose(o.best, np.min(fu.distance(d1, d2), axis=1))
+
+
+def test_flipped_embeddings_have_their_own_cache_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from services.tools.faceset import _cache_key
+
+    (tmp_path / "a").mkdir()
+    photo = tmp_path / "a" / "1.jpg"
+    photo.write_bytes(b"x")
+    items = [("a", photo)]
+    plain = _cache_key("m", "{}", items, tmp_path)
+    assert _cache_key("m", "{}", items, tmp_path, "|flip") != plain
+    assert _cache_key("m", "{}", items, tmp_path, "") == plain
