@@ -98,3 +98,27 @@ def test_garbage_and_pickles_are_refused(tmp_path: Path) -> None:
         load_head(pickled)
     with pytest.raises(BadHead, match="not a readable"):
         load_head(tmp_path / "absent.npz")
+
+
+def test_the_embedder_applies_a_configured_head_under_its_own_model_id(faces_dir: Path, tmp_path: Path) -> None:
+    from services.contracts.embedder import QualityProfile
+    from services.embedder.pipeline import FacePipeline
+    from services.embedder.settings import EmbedderSettings
+
+    rng = np.random.default_rng(0)
+    head = EmbeddingHead(DEFAULT_MODEL_ID, (0.05 * rng.normal(size=(128, 128))).astype(np.float32), np.zeros(128))
+    path = tmp_path / "head.npz"
+    head.save(path)
+    with pytest.raises(BadHead, match="not 'facenet-casia-512'"):
+        FacePipeline(EmbedderSettings(model_id="facenet-casia-512", head_path=str(path)))
+    pipe = FacePipeline(EmbedderSettings(head_path=str(path)))
+    assert pipe.descriptor.id == f"{DEFAULT_MODEL_ID}+head-{head.tag}" and pipe.descriptor.dim == 128
+    pipe.load()
+    photo = sorted((faces_dir / "dev").glob("*/*.jpg"))[0]
+    got = pipe.embed_image(photo.read_bytes())
+    assert got.model.id == pipe.descriptor.id and got.faces
+    image = pipe.decode(photo.read_bytes())
+    a = pipe.analyse(image, pipe.detector.detect(image.rgb, None), QualityProfile.GATE, None)
+    expected = head.apply(pipe.model.embed(a.chips))
+    np.testing.assert_allclose(np.asarray(got.faces[0].embedding), expected[0], atol=1e-5)
+    assert np.abs(expected[0] - pipe.model.embed(a.chips)[0]).max() > 1e-3  # the head changed the embedding

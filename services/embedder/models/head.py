@@ -8,6 +8,7 @@ not match: another format or version, another model, wrong shapes, non-finite we
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,12 @@ class EmbeddingHead:
     kernel: np.ndarray  # [dim_in, dim_out]
     bias: np.ndarray  # [dim_out]
     header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """Eight hex digits of the weights' hash: which head produced an embedding."""
+        h = hashlib.sha256(self.kernel.astype(np.float32).tobytes() + self.bias.astype(np.float32).tobytes())
+        return h.hexdigest()[:8]
 
     @property
     def dim_in(self) -> int:
