@@ -1,4 +1,4 @@
-"""`facegate` command line: run the embedded stack, calibrate a model, apply migrations.
+"""`facegate` command line: run the embedded stack, calibrate a model, measure accuracy levers, train a head.
 
 Heavy modules (TensorFlow, database drivers) are imported only by the subcommand that needs them.
 """
@@ -29,6 +29,28 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--write", action="store_true", help="store the calibration in services/contracts/calibrations/")
     cal.add_argument("--cache-dir", default="data/calib-cache", help="embeddings are cached here")
 
+    lev = sub.add_parser(
+        "levers", help="measure fusion, flips, templates and a trained head on the held-back identities"
+    )
+    lev.add_argument("--faces", default="../shared/faces/calib", help="folder of <identity>/*.jpg")
+    lev.add_argument(
+        "--cache-dir", action="append", default=None,
+        help="embedding caches to read, in order; the last also receives new ones (default: data/calib-cache)",
+    )  # fmt: skip
+    lev.add_argument("--json", default=None, help="also write the report as JSON here")
+    lev.add_argument(
+        "--head", action="append", default=[], help="a `facegate train` artefact to measure as one more lever"
+    )
+    lev.add_argument("--no-cost", action="store_true", help="skip the CPU cost measurement (loads both models)")
+    lev.add_argument("--no-flip", action="store_true", help="skip flip TTA (needs the mirrored chips embedded)")
+
+    tr = sub.add_parser("train", help="fit a triplet-loss adaptation head on a frozen model's embeddings")
+    tr.add_argument("--faces", default="../shared/faces/calib", help="folder of <identity>/*.jpg")
+    tr.add_argument("--model", default=None, help="model id (default: the configured one)")
+    tr.add_argument("--out", default=None, help="artefact path (default: data/heads/<model>.npz)")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--cache-dir", action="append", default=None, help="embedding caches, as for `levers`")
+
     args = parser.parse_args(argv)
     if args.command == "run":
         import os
@@ -53,6 +75,28 @@ def main(argv: list[str] | None = None) -> int:
             json_path=args.json,
             write=args.write,
             cache_dir=args.cache_dir,
+        )
+    if args.command == "levers":
+        from services.tools.levers import run_levers
+
+        return run_levers(
+            faces=args.faces,
+            cache_dirs=args.cache_dir or ["data/calib-cache"],
+            json_path=args.json,
+            heads=args.head,
+            cost=not args.no_cost,
+            flips=not args.no_flip,
+        )
+    if args.command == "train":
+        from services.embedder.settings import EmbedderSettings
+        from services.tools.train import run_train
+
+        return run_train(
+            faces=args.faces,
+            model_id=args.model or EmbedderSettings().model_id,
+            out=args.out,
+            epochs=args.epochs,
+            cache_dirs=args.cache_dir or ["data/calib-cache"],
         )
     return 2
 

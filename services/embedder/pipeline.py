@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from services.embedder.batching import MicroBatcher
 from services.embedder.detector import LANDMARK_KEYS, Detection, DetectJob, FaceDetector
 from services.embedder.imaging import DecodedImage, decode_image
 from services.embedder.models import FaceModel, create_model
+from services.embedder.models.head import EmbeddingHead, load_head
 from services.embedder.models.tf_runtime import configure_tensorflow, pick_device
 from services.embedder.quality import assess_face, image_reasons
 from services.embedder.settings import EmbedderSettings, QualityThresholds
@@ -57,10 +59,14 @@ class FacePipeline:
         s = self.settings
         self.model: FaceModel = create_model(s.model_id, device=s.device)
         self.align: AlignMode = s.align or self.model.geometry.align
+        # An adaptation head (`facegate train`), off unless configured: its embeddings are another space, so the
+        # descriptor's id names the head and no template of the plain model is ever compared with them.
+        self.head: EmbeddingHead | None = load_head(Path(s.head_path), s.model_id) if s.head_path else None
+        update: dict[str, object] = {"preprocessing": self.model.preprocessing_for(self.align)}
+        if self.head is not None:
+            update |= {"id": f"{s.model_id}+head-{self.head.tag}", "dim": self.head.dim_out}
         # What clients see: the model's descriptor, with the chip mode this pipeline really uses.
-        self.descriptor = self.model.descriptor.model_copy(
-            update={"preprocessing": self.model.preprocessing_for(self.align)}
-        )
+        self.descriptor = self.model.descriptor.model_copy(update=update)
         self.detector = FaceDetector(
             max_side=s.detect_max_side,
             max_side_small=s.detect_max_side_small,
@@ -135,8 +141,13 @@ class FacePipeline:
                 await b.close()
         self._detect_batcher = self._embed_batcher = None
 
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """The model's embeddings of these chips, through the head when one is configured."""
+        emb = self.model.embed(chips)
+        return emb if self.head is None else self.head.apply(emb)
+
     def _embed_list(self, chips: list[np.ndarray]) -> list[np.ndarray]:
-        return list(self.model.embed(np.stack(chips)))
+        return list(self.embed_chips(np.stack(chips)))
 
     def _require_ready(self) -> None:
         if not self.ready:
@@ -225,7 +236,7 @@ class FacePipeline:
             t2 = time.perf_counter()
             a = self.analyse(image, dets, QualityProfile(profile), max_faces)
             t3 = time.perf_counter()
-            emb = self.model.embed(a.chips)
+            emb = self.embed_chips(a.chips)
         t4 = time.perf_counter()
         _observe_stages(t0, t1, t2, t3, t4)
         return self.respond(a, emb, QualityProfile(profile))
@@ -255,7 +266,7 @@ class FacePipeline:
         a = await asyncio.to_thread(self.analyse, image, dets, profile, max_faces)
         t3 = time.perf_counter()
         vectors = await self._embed_batcher.submit_many(list(a.chips))
-        emb = np.stack(vectors) if vectors else np.zeros((0, self.model.descriptor.dim), np.float32)
+        emb = np.stack(vectors) if vectors else np.zeros((0, self.descriptor.dim), np.float32)
         t4 = time.perf_counter()
         _observe_stages(t0, t1, t2, t3, t4)
         return self.respond(a, emb, profile)

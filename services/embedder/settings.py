@@ -76,6 +76,10 @@ class EmbedderSettings(BaseSettings):
     # box+margin crop (dev set: EER 4.4% vs 6.7%, TAR@FMR=1e-3 73% vs 63% for landmarks), dlib's ResNet the
     # 5-point similarity alignment to its chip geometry, as it was trained.
     align: Literal["landmarks", "crop"] | None = None
+    # A `facegate train` artefact applied to the model's embeddings (README "Levers"); unset: none. Measured on
+    # held-back identities it lowers FaceNet's errors (TAR at FMR 1e-4 63% -> 76%) and raises dlib's, so it is
+    # off by default; a pipeline with a head reports the model id `<model>+head-<tag>`.
+    head_path: str | None = None
 
     # Detection: MTCNN runs on a downscaled copy whose longest side is at most detect_max_side, and no larger
     # than needed for the smallest wanted face to appear detect_face_px tall to the detector.

@@ -62,18 +62,25 @@ class FaceSet:
         )
 
 
-def _cache_key(model_id: str, settings_json: str, items: list[tuple[str, Path]], root: Path) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}|{model_id}|{settings_json}".encode())
+def _cache_key(model_id: str, settings_json: str, items: list[tuple[str, Path]], root: Path, variant: str = "") -> str:
+    h = hashlib.sha256(f"{CACHE_VERSION}|{model_id}|{settings_json}{variant}".encode())
     for label, path in items:
         h.update(f"{label}/{path.relative_to(root)}:{path.stat().st_size}\n".encode())
     return h.hexdigest()[:16]
 
 
 def embed_faceset(
-    folder: Path, model_id: str, cache_dir: Path | None = None, *, pipeline: Any = None, progress: bool = True
+    folder: Path,
+    model_id: str,
+    cache_dir: Path | None = None,
+    *,
+    pipeline: Any = None,
+    progress: bool = True,
+    flip: bool = False,
 ) -> FaceSet:
     """Embed every photo under `folder` with `model_id` (or read the cached result); `pipeline`: a loaded
-    FacePipeline of that model to reuse."""
+    FacePipeline of that model to reuse. `flip=True`: the embedding of the mirrored chip instead (same photos,
+    same detection and chip, flipped left-right; cached separately), for flip test-time augmentation."""
     from services.contracts.embedder import QualityProfile, QualityReason
     from services.embedder.settings import EmbedderSettings
 
@@ -81,8 +88,10 @@ def embed_faceset(
     items = load_labelled(folder)
     if not items:
         raise FileNotFoundError(f"no images under {folder}/<identity>/")
-    key = _cache_key(model_id, settings.model_dump_json(), items, folder)
-    cache = cache_dir / f"faceset-{folder.name}-{model_id}-{key}.npz" if cache_dir else None
+    variant = "|flip" if flip else ""  # the unflipped key is unchanged, so existing caches stay valid
+    key = _cache_key(model_id, settings.model_dump_json(), items, folder, variant)
+    name = f"faceset-{folder.name}-{model_id}{'-flip' if flip else ''}-{key}.npz"
+    cache = cache_dir / name if cache_dir else None
     if cache is not None and cache.exists():
         return _read(cache)
 
@@ -110,7 +119,8 @@ def embed_faceset(
         if dets:
             a_enrol = pipeline.analyse(image, dets[:1], QualityProfile.ENROL, 1)
             a_gate = pipeline.analyse(image, dets[:1], QualityProfile.GATE, 1)
-            embs[i] = pipeline.model.embed(a_gate.chips)[0]
+            chips = a_gate.chips[:, :, ::-1] if flip else a_gate.chips
+            embs[i] = pipeline.model.embed(np.ascontiguousarray(chips))[0]
             enrol.append([r.value for r in a_enrol.reasons if r not in image_level])
             gate.append([r.value for r in a_gate.reasons if r not in image_level])
         else:
@@ -118,7 +128,7 @@ def embed_faceset(
             gate.append([])
         if progress and (i + 1) % 250 == 0:
             rate = (i + 1) / (time.perf_counter() - start)
-            print(f"  {model_id}: {i + 1}/{len(items)} photos, {rate:.1f}/s", flush=True)
+            print(f"  {model_id}{' (flipped)' if flip else ''}: {i + 1}/{len(items)} photos, {rate:.1f}/s", flush=True)
     fs = FaceSet(
         model_id=model_id,
         paths=[str(p.relative_to(folder)) for _, p in items],
