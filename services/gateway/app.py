@@ -33,9 +33,10 @@ from services.gateway.attendees import purge_idempotency_keys
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.bodylimit import limits as body_limits
-from services.gateway.cache import RedisBreaker, TemplateCache
+from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
 from services.gateway.imports import mark_interrupted
+from services.gateway.redishealth import RedisHealth
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger("facegate.gateway")
@@ -116,8 +117,9 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         app.state.redis = redis
+        app.state.redis_health = RedisHealth(settings.redis_cooldown_s)  # the cache's and the limiter's
         app.state.template_cache = TemplateCache(
-            redis, ttl_s=settings.template_cache_ttl_s, breaker=RedisBreaker(settings.redis_cooldown_s)
+            redis, ttl_s=settings.template_cache_ttl_s, health=app.state.redis_health
         )
         app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
         app.state.jobs = set()

@@ -73,9 +73,7 @@ async def check_before_body(request: Request, roles: frozenset[Role]) -> Princip
     # organiser one bounds what a stolen or runaway organiser or admin key can make the gateway do.
     settings = state.settings
     limit = settings.rate_limit_per_second if principal.role == Role.GATE else settings.organiser_rate_limit_per_second
-    await check_rate_limit(
-        state.redis, key_id=principal.key_id, limit_per_second=limit, breaker=state.template_cache.breaker
-    )
+    await check_rate_limit(state.redis, key_id=principal.key_id, limit_per_second=limit, health=state.redis_health)
     request.state.principal = principal
     return principal
 

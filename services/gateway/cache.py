@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,11 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from services.gateway.downstream import Downstream
+from services.gateway.redishealth import REDIS_ERRORS, RedisHealth
 
 log = logging.getLogger("facegate.gateway.cache")
 
 CACHE_EVENTS = Counter("facegate_gateway_template_cache_total", "Template cache lookups", ["result"])
-REDIS_ERRORS = Counter("facegate_gateway_redis_errors_total", "Redis failures (the gateway carried on)", ["use"])
 
 _HEADER = struct.Struct("<II")
 
@@ -60,41 +59,19 @@ class DistanceResult:
     source: str  # cache | matcher_fill | matcher_distance
 
 
-class RedisBreaker:
-    """After a Redis failure, skip Redis reads for `cooldown_s` instead of paying a timeout on every request.
-
-    Only the fast paths (cache reads and fills, the rate limit) consult it; invalidations are always tried.
-    """
-
-    def __init__(self, cooldown_s: float = 5.0) -> None:
-        self.cooldown_s = cooldown_s
-        self._down_until = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def trip(self) -> None:
-        self._down_until = time.monotonic() + self.cooldown_s
-
-    def reset(self) -> None:
-        self._down_until = 0.0
-
-
 class TemplateCache:
-    def __init__(self, redis: Any, *, ttl_s: int, breaker: RedisBreaker | None = None) -> None:
+    def __init__(self, redis: Any, *, ttl_s: int, health: RedisHealth | None = None) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self.breaker = breaker or RedisBreaker()
+        self.health = health or RedisHealth()
 
     async def _get(self, key: str) -> bytes | None:
-        if self.breaker.is_open:
+        if self.health.is_open:
             raise _RedisDown
         try:
             return await self.redis.get(key)
         except (RedisError, OSError) as exc:
-            self.breaker.trip()
-            REDIS_ERRORS.labels("template_cache").inc()
+            self.health.failed("template_cache")
             log.warning("template cache read failed: %r", exc)
             raise _RedisDown from exc
 
@@ -148,8 +125,7 @@ class TemplateCache:
         try:
             await self.redis.set(key, pack(templates), ex=self.ttl_s)
         except (RedisError, OSError) as exc:
-            self.breaker.trip()
-            REDIS_ERRORS.labels("template_cache").inc()
+            self.health.failed("template_cache")
             log.warning("template cache fill failed: %r", exc)
         return DistanceResult(min_cosine_distance(templates, probe), "matcher_fill")
 

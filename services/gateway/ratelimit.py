@@ -12,16 +12,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from services.gateway.cache import REDIS_ERRORS, RedisBreaker
 from services.gateway.errors import RateLimited
+from services.gateway.redishealth import RedisHealth
 
 log = logging.getLogger("facegate.gateway.ratelimit")
 
 
 async def check_rate_limit(
-    redis: Any, *, key_id: uuid.UUID, limit_per_second: int, breaker: RedisBreaker | None = None
+    redis: Any, *, key_id: uuid.UUID, limit_per_second: int, health: RedisHealth | None = None
 ) -> None:
-    if limit_per_second <= 0 or (breaker is not None and breaker.is_open):
+    if limit_per_second <= 0 or (health is not None and health.is_open):
         return
     window = int(time.time())
     key = f"fg:rl:{key_id}:{window}"
@@ -31,9 +31,7 @@ async def check_rate_limit(
             pipe.expire(key, 2)
             count, _ = await pipe.execute()
     except (RedisError, OSError) as exc:
-        if breaker is not None:
-            breaker.trip()
-        REDIS_ERRORS.labels("rate_limit").inc()
+        (health or RedisHealth()).failed("rate_limit")
         log.warning("rate limit check skipped, Redis failed: %r", exc)
         return
     if int(count) > limit_per_second:
