@@ -268,6 +268,7 @@ async def measure(
     residents: Residents | None = None,
 ) -> Run:
     latencies: list[float] = [0.0] * len(queries)
+    gallery_cache = galleries.GalleryCache()
 
     async def one(q: np.ndarray) -> galleries.SearchResult:
         if residents is not None:  # mode "resident": the service's own path, version read included
@@ -281,6 +282,7 @@ async def measure(
                     settings=residents.settings,
                     ef_search=ef_search,
                     residents=residents,
+                    cache=gallery_cache,
                 )
             assert r.mode == "resident", r.mode
             return r
@@ -308,6 +310,7 @@ async def measure(
                 settings=settings,
                 mode=mode,  # type: ignore[arg-type]
                 ef_search=ef_search,
+                cache=gallery_cache,  # as the service: the gallery row is read once per TTL
             )
 
     results: list[list[uuid.UUID]] = [[] for _ in queries]

@@ -63,7 +63,12 @@ async def _search_connection(request: Request) -> AsyncIterator[SearchConnection
         yield conn
 
 
+def _gallery_cache(request: Request) -> galleries.GalleryCache:
+    return request.app.state.gallery_cache  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[MatcherSettings, Depends(_settings)]
+CacheDep = Annotated[galleries.GalleryCache, Depends(_gallery_cache)]
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 SearchConnDep = Annotated[SearchConnection, Depends(_search_connection, scope="function")]
 
@@ -87,10 +92,10 @@ def _gallery_out(event_id: uuid.UUID, g: galleries.Gallery) -> GalleryResponse:
 
 @router.put("/{event_id}", response_model=GalleryResponse)
 async def ensure_gallery(
-    event_id: uuid.UUID, body: GalleryCreate, session: SessionDep, settings: SettingsDep
+    event_id: uuid.UUID, body: GalleryCreate, session: SessionDep, settings: SettingsDep, cache: CacheDep
 ) -> GalleryResponse:
     """Create the event's gallery pinned to `model_id`, or return it if it exists with that model."""
-    g = await galleries.ensure_gallery(session, event_id, model_id=body.model_id, settings=settings)
+    g = await galleries.ensure_gallery(session, event_id, model_id=body.model_id, settings=settings, cache=cache)
     return _gallery_out(event_id, g)
 
 
@@ -100,14 +105,16 @@ async def gallery_stats(event_id: uuid.UUID, session: SessionDep, settings: Sett
 
 
 @router.delete("/{event_id}", response_model=Deleted)
-async def drop_gallery(event_id: uuid.UUID, session: SessionDep) -> Deleted:
+async def drop_gallery(event_id: uuid.UUID, session: SessionDep, cache: CacheDep) -> Deleted:
     """Erase the event: its partition (templates and index) is dropped."""
-    return Deleted(deleted=await galleries.drop_gallery(session, event_id))
+    return Deleted(deleted=await galleries.drop_gallery(session, event_id, cache=cache))
 
 
 @router.post("/{event_id}/templates", response_model=TemplatesCreated, status_code=status.HTTP_201_CREATED)
-async def add_templates(event_id: uuid.UUID, body: TemplatesCreate, session: SessionDep) -> TemplatesCreated:
-    return TemplatesCreated(ids=await galleries.add_templates(session, event_id, templates=body.templates))
+async def add_templates(
+    event_id: uuid.UUID, body: TemplatesCreate, session: SessionDep, cache: CacheDep
+) -> TemplatesCreated:
+    return TemplatesCreated(ids=await galleries.add_templates(session, event_id, templates=body.templates, cache=cache))
 
 
 @router.get("/{event_id}/attendees/{attendee_id}/templates", response_model=AttendeeTemplates)
@@ -131,8 +138,8 @@ async def attendee_templates(event_id: uuid.UUID, attendee_id: uuid.UUID, sessio
 
 
 @router.delete("/{event_id}/attendees/{attendee_id}", response_model=Deleted)
-async def delete_attendee(event_id: uuid.UUID, attendee_id: uuid.UUID, session: SessionDep) -> Deleted:
-    return Deleted(deleted=await galleries.delete_attendee(session, event_id, attendee_id))
+async def delete_attendee(event_id: uuid.UUID, attendee_id: uuid.UUID, session: SessionDep, cache: CacheDep) -> Deleted:
+    return Deleted(deleted=await galleries.delete_attendee(session, event_id, attendee_id, cache=cache))
 
 
 @router.post("/{event_id}/search", response_model=SearchResponse)
@@ -147,6 +154,7 @@ async def search(
         k=body.k,
         settings=settings,
         residents=request.app.state.residents,
+        cache=request.app.state.gallery_cache,
     )
     return SearchResponse(
         matches=[

@@ -20,6 +20,7 @@ from services.common.internal_auth import InternalAuthMiddleware, require_token
 from services.common.observability import install_observability
 from services.matcher import store
 from services.matcher.api import ops_router, router
+from services.matcher.galleries import GalleryCache
 from services.matcher.resident import Residents
 from services.matcher.searchpool import SearchPool
 from services.matcher.settings import MatcherSettings
@@ -76,6 +77,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
         app.state.search_pool = search_pool
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         app.state.residents = Residents(settings)
+        app.state.gallery_cache = GalleryCache()  # what searches know of each gallery, for a few seconds
         try:
             async with app.state.sessionmaker() as session:
                 missing = await store.missing_schema(session)

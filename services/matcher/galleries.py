@@ -63,9 +63,12 @@ class GalleryCache:
     Only ever trusted on the way to a successful answer: `search` re-reads the row before it returns a 404 or
     a 422 it derived from a cached entry, or when the search statement fails on it (dropped partition, other
     dimension). Writes in this process invalidate their event; other processes' writes show after the TTL.
+    The app holds one (`app.state.gallery_cache`, beside the resident copies); callers without one (benchmarks,
+    tools) get `NO_CACHE`, which stores nothing, so every search reads the row.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
         self._entries: dict[uuid.UUID, tuple[float, store.GalleryMeta]] = {}
 
     def get(self, event_id: uuid.UUID, ttl_s: float) -> store.GalleryMeta | None:
@@ -75,6 +78,8 @@ class GalleryCache:
         return hit[1]
 
     def put(self, event_id: uuid.UUID, meta: store.GalleryMeta) -> None:
+        if not self.enabled:
+            return
         if len(self._entries) > 10_000:  # bound the memory of a long-lived process; expired entries go first
             self._entries.clear()
         self._entries[event_id] = (time.monotonic(), meta)
@@ -83,7 +88,7 @@ class GalleryCache:
         self._entries.pop(event_id, None)
 
 
-CACHE = GalleryCache()
+NO_CACHE = GalleryCache(enabled=False)
 
 
 def search_mode(templates: int, settings: MatcherSettings) -> Mode:
@@ -120,12 +125,17 @@ def _check_model(event_id: uuid.UUID, pinned: str, model_id: str) -> None:
 
 
 async def ensure_gallery(
-    session: AsyncSession, event_id: uuid.UUID, *, model_id: str, settings: MatcherSettings
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    model_id: str,
+    settings: MatcherSettings,
+    cache: GalleryCache = NO_CACHE,
 ) -> Gallery:
     model = get_model(model_id)
     if model is None:
         raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
-    CACHE.invalidate(event_id)
+    cache.invalidate(event_id)
     created = await store.insert_gallery(session, event_id, model_id=model.id, dim=model.dim)
     if created is not None:
         # An empty HNSW index costs nothing and takes inserts, so the gallery never needs a rebuild step.
@@ -145,15 +155,15 @@ async def gallery_stats(session: AsyncSession, event_id: uuid.UUID, *, settings:
     return Gallery(row=row, templates=templates, attendees=attendees, search_mode=search_mode(row.templates, settings))
 
 
-async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> int:
+async def drop_gallery(session: AsyncSession, event_id: uuid.UUID, *, cache: GalleryCache = NO_CACHE) -> int:
     row = await _require(session, event_id, for_update=True)
-    CACHE.invalidate(event_id)
+    cache.invalidate(event_id)
     await store.drop_gallery(session, event_id)
     return row.templates
 
 
 async def add_templates(
-    session: AsyncSession, event_id: uuid.UUID, *, templates: Sequence[TemplateIn]
+    session: AsyncSession, event_id: uuid.UUID, *, templates: Sequence[TemplateIn], cache: GalleryCache = NO_CACHE
 ) -> list[uuid.UUID]:
     """All or nothing: any invalid template rejects the batch before a row is written."""
     row = await _require(session, event_id)
@@ -176,7 +186,7 @@ async def add_templates(
     await store.commit_change(
         session, event_id, version=version, delta=len(rows), attendees_delta=len(new_attendees) - known
     )
-    CACHE.invalidate(event_id)
+    cache.invalidate(event_id)
     return [r[0] for r in rows]
 
 
@@ -190,14 +200,16 @@ async def attendee_templates(
     return row.model_id, found
 
 
-async def delete_attendee(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> int:
+async def delete_attendee(
+    session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID, *, cache: GalleryCache = NO_CACHE
+) -> int:
     version = await store.lock_gallery(session, event_id)
     if version is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     deleted = await store.delete_attendee(session, event_id, attendee_id, version=version)
     if deleted:  # a no-op delete leaves the version alone, so resident copies stay current
         await store.commit_change(session, event_id, version=version, delta=-deleted, attendees_delta=-1)
-    CACHE.invalidate(event_id)
+    cache.invalidate(event_id)
     return deleted
 
 
@@ -244,6 +256,7 @@ async def search(
     mode: Mode | None = None,
     ef_search: int | None = None,
     residents: Residents | None = None,
+    cache: GalleryCache = NO_CACHE,
 ) -> SearchResult:
     """Top-k attendees by their best template's cosine distance, nearest first.
 
@@ -253,21 +266,21 @@ async def search(
     version read in this search's round trip (the gallery cache is bypassed: the read is the freshness check).
     """
     if residents is not None and mode is None and residents.settings.resident_enabled:
-        return await _search_resident(conn, event_id, model_id, embedding, k, settings, ef_search, residents)
-    meta = CACHE.get(event_id, settings.gallery_cache_ttl_s)
+        return await _search_resident(conn, event_id, model_id, embedding, k, settings, ef_search, residents, cache)
+    meta = cache.get(event_id, settings.gallery_cache_ttl_s)
     if meta is not None:
         try:
             return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
         except (NotFound, Unprocessable, psycopg.errors.UndefinedTable, psycopg.errors.DataError):
-            CACHE.invalidate(event_id)  # the cached entry may be what is wrong: answer from a fresh read
+            cache.invalidate(event_id)  # the cached entry may be what is wrong: answer from a fresh read
     meta = await store.read_gallery_meta(conn, event_id)
     if meta is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-    CACHE.put(event_id, meta)
+    cache.put(event_id, meta)
     try:
         return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
     except psycopg.errors.UndefinedTable as exc:  # dropped between the read and the search
-        CACHE.invalidate(event_id)
+        cache.invalidate(event_id)
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
 
 
@@ -288,6 +301,7 @@ async def _search_resident(
     settings: MatcherSettings,
     ef_search: int | None,
     residents: Residents,
+    cache: GalleryCache,
 ) -> SearchResult:
     """The gallery row is read in this search's one round trip; the resident copy answers only if it is at the
     version read. While the read is on its way, the copy's graph is already walked (speculatively: that
@@ -304,9 +318,9 @@ async def _search_resident(
     meta = await pending
     if meta is None:
         residents.forget(event_id)
-        CACHE.invalidate(event_id)
+        cache.invalidate(event_id)
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-    CACHE.put(event_id, meta)
+    cache.put(event_id, meta)
     res = residents.current(event_id, meta)
     if res is None:
         return await _search(conn, event_id, meta, model_id, embedding, k, settings, None, ef_search)

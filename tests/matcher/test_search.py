@@ -189,7 +189,7 @@ async def test_cached_gallery_never_answers_for_a_changed_gallery(
     body = {"model_id": MODEL, "embedding": [float(x) for x in vec], "k": 1}
     r = await client.post(f"/v1/galleries/{event}/search", json=body)
     assert r.status_code == 200 and r.json()["matches"][0]["attendee_id"] == str(person)
-    assert galleries.CACHE.get(event, 60) is not None
+    assert app.state.gallery_cache.get(event, 60) is not None
 
     async def behind_our_back(sql: str) -> None:
         async with app.state.sessionmaker() as session:
@@ -208,7 +208,7 @@ async def test_cached_gallery_never_answers_for_a_changed_gallery(
         await session.commit()
     r = await client.post(f"/v1/galleries/{event}/search", json=body)
     assert r.status_code == 422 and r.json()["code"] == "model_mismatch"
-    galleries.CACHE.put(event, store.GalleryMeta(model_id=MODEL, dim=DIM, templates=1))  # stale, as a replica's
+    app.state.gallery_cache.put(event, store.GalleryMeta(model_id=MODEL, dim=DIM, templates=1))  # a replica's: stale
     r = await client.post(
         f"/v1/galleries/{event}/search", json={"model_id": "dlib-resnet-128", "embedding": [0.1] * 128, "k": 1}
     )
