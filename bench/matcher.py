@@ -54,6 +54,22 @@ MODEL_BY_DIM = {512: "facenet-casia-512", 128: "dlib-resnet-128"}
 # --- data ------------------------------------------------------------------------------------------------
 
 
+# The legacy session path and the bulk load, kept here: only this benchmark uses them (the service searches on
+# its search pool, `store.search_on`, and never drops an index).
+async def nearest_templates(
+    session: AsyncSession, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int
+) -> list[store.Neighbour]:
+    """Exact: the n nearest templates. HNSW: the k nearest attendees among n candidates (one row each)."""
+    sql = store.hnsw_search_sql(event_id, dim=dim) if hnsw else store.exact_search_sql(event_id)
+    cur = await (await store._driver(session)).execute(sql, {"q": store.vector_literal(query), "n": n, "k": k})
+    return [store.Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
+
+
+async def drop_hnsw_index(session: AsyncSession, event_id: uuid.UUID) -> None:
+    index = store._ident(session, f"{store.partition_name(event_id)}_hnsw")
+    await session.execute(text(f"DROP INDEX IF EXISTS {index}"))
+
+
 def face_like(
     n: int, dim: int, *, per: int, noise: float, seed: int, chunk: int = 100_000
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,11 +251,11 @@ async def legacy_search(
     assert ctx is not None and ctx.model_id == model_id
     query = galleries.unit_vector(embedding, dim=ctx.dim)
     if ctx.hnsw:
-        nb = await store.nearest_templates(session, event_id, query=query, n=ctx.ef_search, k=k, hnsw=True, dim=ctx.dim)
+        nb = await nearest_templates(session, event_id, query=query, n=ctx.ef_search, k=k, hnsw=True, dim=ctx.dim)
         return galleries.SearchResult(matches=galleries.best_per_attendee(nb, k), mode="hnsw")
     n = k * settings.overfetch_per_attendee
     while True:
-        nb = await store.nearest_templates(session, event_id, query=query, n=n, k=k, hnsw=False, dim=ctx.dim)
+        nb = await nearest_templates(session, event_id, query=query, n=n, k=k, hnsw=False, dim=ctx.dim)
         matches = galleries.best_per_attendee(nb, k)
         if len(matches) == k or len(nb) < n:
             return galleries.SearchResult(matches=matches, mode="exact")
@@ -377,7 +393,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
     event_id = uuid.uuid4()
     async with sm() as session:
         await galleries.ensure_gallery(session, event_id, model_id=model_id, settings=settings)
-        await store.drop_hnsw_index(session, event_id)  # load first, then build: much faster than inserts
+        await drop_hnsw_index(session, event_id)  # load first, then build: much faster than inserts
         await session.commit()
     try:
         t0 = time.perf_counter()

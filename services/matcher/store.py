@@ -137,11 +137,6 @@ async def create_hnsw_index(
     )
 
 
-async def drop_hnsw_index(session: AsyncSession, event_id: uuid.UUID) -> None:
-    index = _ident(session, f"{partition_name(event_id)}_hnsw")
-    await session.execute(text(f"DROP INDEX IF EXISTS {index}"))
-
-
 async def drop_gallery(session: AsyncSession, event_id: uuid.UUID) -> None:
     await session.execute(text(f"DROP TABLE IF EXISTS {_table(session, event_id)}"))
     await session.execute(text("DELETE FROM matcher_tombstones WHERE event_id = :e"), {"e": event_id})
@@ -362,7 +357,7 @@ async def read_gallery_meta(sc: SearchConnection, event_id: uuid.UUID) -> Galler
 async def search_on(
     sc: SearchConnection, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int, ef: int
 ) -> list[Neighbour]:
-    """`nearest_templates` on a search pool connection.
+    """Exact: the n nearest templates. HNSW: the k nearest attendees among n candidates (one row each).
 
     HNSW mode needs hnsw.ef_search = ef and enable_seqscan = off (see `search_context`); exact mode needs
     enable_seqscan = on. They are session settings of this pooled connection, sent only when they differ from
@@ -416,15 +411,6 @@ def hnsw_search_sql(event_id: uuid.UUID, *, dim: int) -> str:
         " ) c ORDER BY attendee_id, d, id"
         ") g ORDER BY d, id LIMIT %(k)s"
     )
-
-
-async def nearest_templates(
-    session: AsyncSession, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int
-) -> list[Neighbour]:
-    """Exact: the n nearest templates. HNSW: the k nearest attendees among n candidates (one row each)."""
-    sql = hnsw_search_sql(event_id, dim=dim) if hnsw else exact_search_sql(event_id)
-    cur = await (await _driver(session)).execute(sql, {"q": vector_literal(query), "n": n, "k": k})
-    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
 
 
 async def explain(session: AsyncSession, sql: str, params: dict[str, Any]) -> Any:
