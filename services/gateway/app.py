@@ -29,12 +29,12 @@ from services.common.internal_auth import bearer, require_token
 from services.common.observability import install_observability
 from services.gateway import multipart
 from services.gateway.api import attendees, events, gate, imports, keys, web
-from services.gateway.attendees import purge_idempotency_keys
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.bodylimit import limits as body_limits
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
+from services.gateway.idempotency import purge_idempotency_keys
 from services.gateway.imports import mark_interrupted
 from services.gateway.redishealth import RedisHealth
 from services.gateway.settings import GatewaySettings

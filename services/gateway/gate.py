@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
 from services.contracts.matcher import SearchRequest
 from services.gateway import thresholds
-from services.gateway.attendees import Photo, check_image, clean_text
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream, DownstreamNotFound
@@ -38,6 +37,7 @@ from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
 from services.gateway.text import ticket_key
+from services.gateway.uploads import Photo, check_image, clean_text
 
 log = logging.getLogger("facegate.gateway.gate")
 

@@ -35,8 +35,7 @@ from sqlalchemy.sql.expression import cast
 
 from services.common.errors import FacegateError, Unprocessable
 from services.contracts.images import MAX_IMAGE_BYTES
-from services.gateway import attendees
-from services.gateway.attendees import Photo
+from services.gateway import enrolment
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream
@@ -44,6 +43,7 @@ from services.gateway.errors import DependencyUnavailable
 from services.gateway.schemas import CONTROL_CHARS
 from services.gateway.tables import Event, ImportJob
 from services.gateway.text import ticket_key
+from services.gateway.uploads import Photo
 
 log = logging.getLogger("facegate.gateway.imports")
 
@@ -222,7 +222,7 @@ async def run_job(
                         event = await session.get(Event, event_id)
                         if event is None:
                             raise Unprocessable("the event was erased", code="event_erased")
-                        _, body = await attendees.enrol(
+                        _, body = await enrolment.enrol(
                             session,
                             principal=principal,
                             event=event,

@@ -1,59 +1,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from services.common.errors import ERROR_RESPONSES, BadRequest
-from services.contracts.images import ACCEPTED_CONTENT_TYPES, MAX_IMAGE_BYTES
-from services.gateway import attendees, events
-from services.gateway.attendees import Photo
+from services.common.errors import ERROR_RESPONSES
+from services.gateway import attendees, enrolment, events
 from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import AttendeeList, AttendeeOut, Enrolled, Erased
+from services.gateway.uploads import read_upload, single_valued
 
 router = APIRouter(
     prefix="/v1/events/{event_id}/attendees", tags=["attendees"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute
 )
-
-
-_MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
-
-
-def sniff_type(declared: str | None, data: bytes) -> str:
-    """The declared type, or for a generic one (`application/octet-stream`, none) what the bytes say."""
-    declared = (declared or "").split(";")[0].strip().lower()
-    if declared in ACCEPTED_CONTENT_TYPES:
-        return declared
-    if declared in ("", "application/octet-stream"):
-        for magic, kind in _MAGIC:
-            if data.startswith(magic):
-                return kind
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            return "image/webp"
-    return declared or "application/octet-stream"
-
-
-def single_valued(*fields: str) -> Callable[[Request], Awaitable[None]]:
-    """A dependency refusing a form that repeats one of `fields`: FastAPI would silently keep one of the values
-    (which ticket did the gate check?), so ambiguity is a 400 `duplicate_field`."""
-
-    async def check(request: Request) -> None:
-        form = await request.form()  # parsed once already for the endpoint's fields; this is the cached copy
-        repeated = [f for f in fields if len(form.getlist(f)) > 1]
-        if repeated:
-            raise BadRequest(f"field(s) sent more than once: {', '.join(repeated)}", code="duplicate_field")
-
-    return check
-
-
-async def read_upload(upload: UploadFile) -> Photo:
-    data = await upload.read(MAX_IMAGE_BYTES + 1)  # one byte over tells "too large" without reading it all
-    return Photo(filename=upload.filename, content_type=sniff_type(upload.content_type, data), data=data)
 
 
 @router.post(
@@ -81,7 +44,7 @@ async def enrol(
     """Register an attendee with face photos, all or nothing. 422 `quality_rejected` lists every photo's reasons;
     409 `duplicate_face` names the attendee whose face a photo shows."""
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    status, body = await attendees.enrol(
+    status, body = await enrolment.enrol(
         session,
         principal=principal,
         event=event,
@@ -139,7 +102,7 @@ async def add_photos(
     allow_duplicate_face: Annotated[bool, Form()] = False,
 ) -> Enrolled:
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    return await attendees.add_photos(
+    return await enrolment.add_photos(
         session,
         event=event,
         attendee_id=attendee_id,

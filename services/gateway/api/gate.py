@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import gate
-from services.gateway.api.attendees import read_upload, single_valued
 from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import CacheDep, DownstreamDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.schemas import GateResult
+from services.gateway.uploads import read_upload, single_valued
 
 router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute)
 
