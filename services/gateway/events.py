@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Unprocessable
-from services.contracts.models import ModelDescriptor, get_model
+from services.contracts.models import get_model
 from services.gateway import thresholds
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
@@ -21,13 +21,6 @@ from services.gateway.errors import DependencyUnavailable, EventNotFound
 from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, EventUpdate, Role
 from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
 from services.gateway.thresholds import GallerySize
-
-
-def model_of(event: Event) -> ModelDescriptor:
-    model = get_model(event.model_id)
-    if model is None:  # an event pinned to a model this build no longer knows: refuse rather than guess
-        raise Unprocessable(f"unknown model {event.model_id!r}", code="unknown_model")
-    return model
 
 
 def check_embedded_model(model_id: str, event: Event, retry_after_s: int) -> None:

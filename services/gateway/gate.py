@@ -32,7 +32,7 @@ from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
 from services.gateway.downstream import Downstream, DownstreamNotFound
 from services.gateway.errors import DependencyUnavailable, EventNotFound, Forbidden
-from services.gateway.events import check_embedded_model, model_of
+from services.gateway.events import check_embedded_model
 from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
@@ -181,7 +181,7 @@ async def verify(
     request_id: str | None,
 ) -> GateResult:
     started = time.perf_counter()
-    model_of(event)
+    thresholds.calibration_of(event)  # an event pinned to a model this build cannot decide for: 422
     threshold = thresholds.verify_threshold(event)
     ticket_code = clean_text(ticket_code, "ticket_code")  # a malformed ticket is a bad request, not a decision
     check_image(frame, what="frame")  # bad input is a 4xx before any decision, the window's included
@@ -258,7 +258,7 @@ async def identify(
     """1:K: admit the nearest attendee within the threshold (and the margin), else `unknown` — never the
     nearest stranger."""
     started = time.perf_counter()
-    model_of(event)
+    thresholds.calibration_of(event)  # an event pinned to a model this build cannot decide for: 422
     threshold = thresholds.identify_threshold(event, 0, 0)  # logged as is when no search runs
     outcome: _Outcome
     check_image(frame, what="frame")

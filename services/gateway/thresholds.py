@@ -33,8 +33,8 @@ def calibration_of(event: Event) -> Calibration:
 
 def calibration_for(model_id: str) -> Calibration:
     cal = load_calibration(model_id)
-    if cal is None:  # a model this build cannot calibrate: refuse rather than guess a distance
-        raise Unprocessable(f"no calibration for model {model_id!r}", code="unknown_model")
+    if cal is None:  # a model this build does not know (or cannot calibrate): refuse rather than guess a distance
+        raise Unprocessable(f"unknown model {model_id!r} (no calibration in this build)", code="unknown_model")
     return cal
 
 
