@@ -28,7 +28,7 @@ from services.common.health import Health
 from services.common.internal_auth import bearer, require_token
 from services.common.observability import install_observability
 from services.gateway import multipart
-from services.gateway.api import attendees, events, gate, imports, keys, web
+from services.gateway.api import attendees, events, gate, imports, keys, liveness, web
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.bodylimit import limits as body_limits
@@ -158,7 +158,8 @@ def create_app(
         min_bytes_per_s=settings.body_min_bytes_per_s,
     )  # inside observability's request id
     install_observability(app, service="gateway")
-    for router in (keys.router, events.router, attendees.router, imports.router, gate.router, web.router):
+    routers = (keys.router, events.router, attendees.router, imports.router, gate.router, liveness.router, web.router)
+    for router in routers:
         app.include_router(router)
     app.include_router(_ops_router())
     return app

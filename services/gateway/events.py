@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Unprocessable
+from services.contracts.liveness import LivenessMode
 from services.contracts.models import get_model
 from services.gateway import thresholds
 from services.gateway.auth import Principal
@@ -49,6 +50,7 @@ def to_out(event: Event, size: GallerySize) -> EventOut:
         identify_margin=thresholds.identify_margin(event),
         threshold_overridden=event.verify_threshold is not None or event.identify_threshold is not None,
         margin_overridden=event.identify_margin is not None,
+        liveness=LivenessMode(event.liveness),
         expected=thresholds.expected_rates(event, size),
         created_at=event.created_at,
     )
@@ -98,6 +100,7 @@ async def create_event(
         verify_threshold=body.verify_threshold,
         identify_threshold=body.identify_threshold,
         identify_margin=body.identify_margin,
+        liveness=body.liveness.value,
     )
     session.add(event)
     await session.flush()
@@ -112,13 +115,15 @@ async def update_event(session: AsyncSession, *, principal: Principal, event_id:
     event = await get_managed_event(session, principal=principal, event_id=event_id)
     changes = body.model_dump(exclude_unset=True)
     force = bool(changes.pop("force_thresholds", False))
-    for field in ("name", "mode", "allow_reentry", "target_fpir", "target_fmr"):
+    for field in ("name", "mode", "allow_reentry", "target_fpir", "target_fmr", "liveness"):
         if changes.get(field) is None:
             changes.pop(field, None)  # not nullable: null means "leave it"
     for field in ("verify_threshold", "identify_threshold"):
         thresholds.check_override(event.model_id, field, changes.get(field), force=force)
     if "mode" in changes:
         changes["mode"] = EventMode(changes["mode"]).value
+    if "liveness" in changes:
+        changes["liveness"] = LivenessMode(changes["liveness"]).value
     for field, value in changes.items():
         setattr(event, field, value)
     if event.starts_at and event.ends_at and event.ends_at <= event.starts_at:

@@ -11,6 +11,12 @@ face work.
 The face check runs (and its distance is logged) even when the ticket is bad; a matching face on an already
 used ticket gives `already_entered`, a different face gives `face_mismatch` (someone else holding the ticket).
 Anti-passback is an atomic conditional UPDATE, so two gates cannot admit the same ticket twice.
+
+What the camera showed comes from a `FaceSource`: one frame (`PlainFrame`, below) or, on an event with
+`liveness: challenge`, a burst answering a head-turn challenge (`liveness.Burst`), which may also give
+`presentation_attack` or `liveness_failed`; those come first in the 1:1 order (whatever the ticket). The face
+decided on is then treated alike. An event's liveness setting picks the protocol: a single frame on a challenge
+event, or a burst on one without, is a 403 (`gate_event`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
+from services.contracts.liveness import LivenessMode
 from services.contracts.matcher import SearchRequest
 from services.gateway import thresholds
 from services.gateway.auth import Principal
@@ -64,14 +72,43 @@ class _Outcome:
     attendee_id: uuid.UUID | None = None
     distance: float | None = None
     quality_reasons: list[str] = field(default_factory=list)
+    liveness: str | None = None  # bursts: "live" or why not, for the access log only
 
 
-async def gate_event(session: AsyncSession, *, principal: Principal, mode: str) -> Event:
+@dataclass
+class Seen:
+    """What the camera showed: the face to decide on, or the reason there is none (and its quality reasons)."""
+
+    face: Face | None
+    reason: Reason | None
+    quality_reasons: list[str] = field(default_factory=list)
+    liveness: str | None = None
+
+
+LIVENESS_REASONS = (Reason.PRESENTATION_ATTACK, Reason.LIVENESS_FAILED)
+
+
+class FaceSource(Protocol):
+    def check(self) -> None:
+        """Bad input is a 4xx here, before any decision (the window's included) and before anything is stored."""
+
+    async def see(self, downstream: Downstream, event: Event, settings: GatewaySettings) -> Seen: ...
+
+
+async def gate_event(session: AsyncSession, *, principal: Principal, mode: str, burst: bool = False) -> Event:
     event = await session.get(Event, principal.event_id) if principal.event_id else None
     if event is None:
         raise EventNotFound()
     if event.mode not in (mode, "both"):
         raise Forbidden(f"this event does not allow {mode} (mode {event.mode})", code="mode_not_allowed")
+    challenge = event.liveness == LivenessMode.CHALLENGE
+    if challenge and not burst:  # the challenge cannot be skipped by sending one frame
+        raise Forbidden(
+            f"this event requires a head-turn challenge: POST /v1/gate/challenge, then /v1/gate/{mode}/burst",
+            code="liveness_required",
+        )
+    if burst and not challenge:
+        raise Forbidden(f"this event decides on one frame: POST /v1/gate/{mode}", code="liveness_off")
     return event
 
 
@@ -94,6 +131,25 @@ def pick_face(embedded: EmbedResponse, settings: GatewaySettings) -> tuple[Face 
 async def _embed_frame(downstream: Downstream, frame: Photo, max_faces: int) -> EmbedResponse:
     check_image(frame, what="frame")
     return await downstream.embed(frame.data, frame.content_type, profile=QualityProfile.GATE, max_faces=max_faces)
+
+
+@dataclass(frozen=True)
+class PlainFrame:
+    """One camera frame, embedded with the gate profile; the dominant face is decided on."""
+
+    frame: Photo
+
+    def check(self) -> None:
+        check_image(self.frame, what="frame")
+
+    async def see(self, downstream: Downstream, event: Event, settings: GatewaySettings) -> Seen:
+        embedded = await _embed_frame(downstream, self.frame, max_faces=5)
+        check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
+        face, reason = pick_face(embedded, settings)
+        quality = [r.value for r in face.quality.reasons] if face is not None and reason else []
+        if reason in (Reason.NO_FACE, Reason.MULTIPLE_FACES) and not quality:
+            quality = [r.value for r in embedded.reasons]
+        return Seen(face, reason, quality)
 
 
 async def _mark_entered(session: AsyncSession, *, attendee_id: uuid.UUID, allow_reentry: bool) -> bool:
@@ -137,6 +193,7 @@ async def _record(
             model_id=event.model_id,
             latency_ms=latency_ms,
             request_id=request_id,
+            liveness=outcome.liveness,
         )
     )
     await session.flush()
@@ -174,7 +231,7 @@ async def verify(
     principal: Principal,
     event: Event,
     ticket_code: str,
-    frame: Photo,
+    source: FaceSource,
     downstream: Downstream,
     cache: TemplateCache,
     settings: GatewaySettings,
@@ -184,16 +241,14 @@ async def verify(
     thresholds.calibration_of(event)  # an event pinned to a model this build cannot decide for: 422
     threshold = thresholds.verify_threshold(event)
     ticket_code = clean_text(ticket_code, "ticket_code")  # a malformed ticket is a bad request, not a decision
-    check_image(frame, what="frame")  # bad input is a 4xx before any decision, the window's included
+    source.check()  # bad input is a 4xx before any decision, the window's included
     if outside_window(event):
         return await _record(
             session, principal=principal, event=event, mode="verify", ticket_code=ticket_code, outcome=CLOSED,
             threshold=threshold, started=started, request_id=request_id,
         )  # fmt: skip
-    embedded = await _embed_frame(downstream, frame, max_faces=5)
-    check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
-    face, face_reason = pick_face(embedded, settings)
-    quality = [r.value for r in face.quality.reasons] if face is not None and face_reason else []
+    seen = await source.see(downstream, event, settings)
+    face, face_reason = seen.face, seen.reason
     attendee = (
         await session.execute(
             select(Attendee).where(Attendee.event_id == event.id, Attendee.ticket_key == ticket_key(ticket_code))
@@ -216,13 +271,15 @@ async def verify(
                 raise  # the decision depends on this distance: 503, never a guess
             # a revoked ticket is denied whatever the face: log the deny without a distance
 
-    if attendee is None:
+    if face_reason in LIVENESS_REASONS:  # a failed challenge is what matters, whatever the ticket
+        outcome = _Outcome(Decision.DENY, face_reason, attendee_id=attendee.id if attendee else None)
+    elif attendee is None:
         outcome = _Outcome(Decision.DENY, Reason.UNKNOWN_TICKET, distance=distance)
     elif attendee.revoked_at is not None:
         outcome = _Outcome(Decision.DENY, Reason.REVOKED, attendee_id=attendee.id, distance=distance)
     elif face_reason is not None:
         outcome = _Outcome(
-            Decision.DENY, face_reason, attendee_id=attendee.id, distance=distance, quality_reasons=quality
+            Decision.DENY, face_reason, attendee_id=attendee.id, distance=distance, quality_reasons=seen.quality_reasons
         )
     elif distance is None or distance > threshold:
         outcome = _Outcome(Decision.DENY, Reason.FACE_MISMATCH, attendee_id=attendee.id, distance=distance)
@@ -230,8 +287,7 @@ async def verify(
         outcome = _Outcome(Decision.DENY, Reason.ALREADY_ENTERED, attendee_id=attendee.id, distance=distance)
     else:
         outcome = _Outcome(Decision.ADMIT, Reason.MATCH, attendee=attendee, distance=distance)
-    if outcome.reason in (Reason.NO_FACE, Reason.MULTIPLE_FACES) and not outcome.quality_reasons:
-        outcome.quality_reasons = [r.value for r in embedded.reasons]
+    outcome.liveness = seen.liveness
     return await _record(
         session,
         principal=principal,
@@ -250,7 +306,7 @@ async def identify(
     *,
     principal: Principal,
     event: Event,
-    frame: Photo,
+    source: FaceSource,
     downstream: Downstream,
     settings: GatewaySettings,
     request_id: str | None,
@@ -261,19 +317,17 @@ async def identify(
     thresholds.calibration_of(event)  # an event pinned to a model this build cannot decide for: 422
     threshold = thresholds.identify_threshold(event, 0, 0)  # logged as is when no search runs
     outcome: _Outcome
-    check_image(frame, what="frame")
+    source.check()
     if outside_window(event):
         return await _record(
             session, principal=principal, event=event, mode="identify", ticket_code=None, outcome=CLOSED,
             threshold=threshold, started=started, request_id=request_id,
         )  # fmt: skip
-    embedded = await _embed_frame(downstream, frame, max_faces=5)
-    check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
-    face, face_reason = pick_face(embedded, settings)
+    seen = await source.see(downstream, event, settings)
+    face, face_reason = seen.face, seen.reason
 
     if face is None or face_reason is not None:
-        quality = [r.value for r in face.quality.reasons] if face is not None else [r.value for r in embedded.reasons]
-        outcome = _Outcome(Decision.DENY, face_reason or Reason.NO_FACE, quality_reasons=quality)
+        outcome = _Outcome(Decision.DENY, face_reason or Reason.NO_FACE, quality_reasons=seen.quality_reasons)
     else:
         try:
             found = await downstream.search(
@@ -303,6 +357,7 @@ async def identify(
                 )
             else:
                 outcome = _Outcome(Decision.ADMIT, Reason.MATCH, attendee=attendee, distance=best.distance)
+    outcome.liveness = seen.liveness
     return await _record(
         session,
         principal=principal,

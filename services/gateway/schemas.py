@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from services.contracts.calibration import DEFAULT_TARGET_FMR, DEFAULT_TARGET_FPIR
 from services.contracts.embedder import Box, Landmarks
+from services.contracts.liveness import LivenessMode, TurnDirection
 
 # C0/C1 control characters (NUL, ESC, newline, ...): Postgres cannot store NUL at all (a 500), and the others
 # forge log lines, terminal output and CSV exports. No name or ticket code needs them. Also refused: bidi
@@ -71,6 +72,8 @@ class Reason(StrEnum):
     NO_MATCH = "no_match"
     AMBIGUOUS = "ambiguous"
     OUTSIDE_EVENT_WINDOW = "outside_event_window"
+    PRESENTATION_ATTACK = "presentation_attack"  # the burst moved as a flat picture (print, screen)
+    LIVENESS_FAILED = "liveness_failed"  # the challenge was not answered: late, reused, wrong turn, face changed
     MATCH = "match"
 
 
@@ -147,6 +150,11 @@ class EventCreate(BaseModel):
     force_thresholds: bool = Field(
         default=False, description="accept an override whose calibrated FMR is above 1e-2 (logged)"
     )
+    liveness: LivenessMode = Field(
+        default=LivenessMode.OFF,
+        description="`challenge`: gates must answer a server-issued head turn with a burst of frames "
+        "(POST /v1/gate/challenge, then /v1/gate/identify/burst or /verify/burst); a single frame is refused",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> EventCreate:
@@ -170,6 +178,7 @@ class EventUpdate(BaseModel):
     identify_threshold: Distance | None = None
     identify_margin: Margin | None = None
     force_thresholds: bool = False
+    liveness: LivenessMode | None = None
 
 
 class ExpectedRates(BaseModel):
@@ -204,6 +213,7 @@ class EventOut(BaseModel):
     identify_margin: float = Field(description="effective margin (the calibrated one unless overridden)")
     threshold_overridden: bool
     margin_overridden: bool
+    liveness: LivenessMode
     expected: ExpectedRates
     created_at: datetime
 
@@ -288,6 +298,32 @@ class GateResult(BaseModel):
     quality_reasons: list[str] = []
 
 
+class GateEvent(BaseModel):
+    """What a gate device needs to know about its event to pick the protocol (the kiosk asks on start)."""
+
+    mode: EventMode
+    liveness: LivenessMode
+
+
+class FrameCount(BaseModel):
+    min: int
+    max: int
+
+
+class Challenge(BaseModel):
+    """A head-turn challenge: turn as asked, capture `frames` frames within `max_duration_ms`, and post them with
+    `nonce` before `expires_at`. The nonce is good for one burst, from this gate key, for its event."""
+
+    nonce: str
+    direction: TurnDirection = Field(
+        description="the person's own left or right (in an unmirrored camera frame, their nose moves towards the "
+        "opposite edge of the image)"
+    )
+    expires_at: datetime
+    frames: FrameCount
+    max_duration_ms: int = Field(description="the burst should span at most this long, first frame to last")
+
+
 # --- access log -------------------------------------------------------------------------------------------------
 
 
@@ -308,6 +344,11 @@ class LogEntry(BaseModel):
     model_id: str
     latency_ms: float
     request_id: str | None
+    liveness: str | None = Field(
+        default=None,
+        description="bursts only: `live`, or why not (the embedder's failure code, or `challenge_unknown`, "
+        "`challenge_used`, `challenge_expired`); null for a single frame",
+    )
 
 
 class LogPage(BaseModel):

@@ -46,6 +46,9 @@ class GatewaySettings(BaseSettings):
     # Frames with several comparable faces (the embedder's gate profile decides what is comparable): "deny"
     # with `multiple_faces`, or "largest" to decide on the largest face.
     multiple_faces_policy: Literal["deny", "largest"] = "deny"
+    # a head-turn challenge (events with liveness "challenge") must be answered within this long of its issue:
+    # the kiosk's guidance, a capture of at most 2 s and the upload
+    challenge_ttl_s: float = Field(default=6.0, gt=0, le=60)
     gate_enforce_quality: bool = True  # deny `low_quality` when the face fails the embedder's lax gate profile
     import_max_zip_bytes: int = 512 * 1024 * 1024
     idempotency_ttl_s: int = 7 * 24 * 3600  # how long a retried enrolment gets its first answer back

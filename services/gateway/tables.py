@@ -1,6 +1,7 @@
 """Database models of the tables the gateway owns (kept apart from the API schemas in `schemas.py`).
 
-The schema itself is created by `migrations/versions/0002_gateway.py`; these classes must match it.
+The schema itself is created by `migrations/versions/0002_gateway.py` (and changed by later ones); these classes
+must match it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Event(Base):
     identify_margin: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the calibrated margin
     target_fpir: Mapped[float] = mapped_column(Float, default=0.003)
     target_fmr: Mapped[float] = mapped_column(Float, default=0.001)
+    liveness: Mapped[str] = mapped_column(String(16), default="off")  # off | challenge (migration 0006)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -109,6 +111,22 @@ class AccessLog(Base):
     model_id: Mapped[str] = mapped_column(String(64))
     latency_ms: Mapped[float] = mapped_column(Float)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # a burst's liveness outcome: "live" or why not (a LivenessFailure, or challenge_*); None for a single frame
+    liveness: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class GateChallenge(Base):
+    """A head-turn challenge issued to one gate key (`gateway/liveness.py`); redeemed once."""
+
+    __tablename__ = "gate_challenges"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("events.id", ondelete="CASCADE"))
+    gate_key_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("api_keys.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(8))  # left | right
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class IdempotencyKey(Base):

@@ -1,0 +1,107 @@
+"""The head-turn challenge's routes (`gateway/liveness.py`): a gate asks for a challenge, then posts the burst of
+frames that answers it to the burst twin of verify or identify. Same prefix, auth and rate limit as the plain
+gate routes (`api/gate.py`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
+
+from services.common.errors import ERROR_RESPONSES
+from services.contracts.liveness import LivenessMode
+from services.gateway import gate, liveness
+from services.gateway.authfirst import AuthFirstRoute
+from services.gateway.deps import CacheDep, DownstreamDep, RequireGate, SessionDep, SettingsDep
+from services.gateway.errors import EventNotFound, Forbidden
+from services.gateway.schemas import Challenge, EventMode, GateEvent, GateResult
+from services.gateway.tables import Event
+from services.gateway.uploads import read_upload, single_valued
+
+router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES, route_class=AuthFirstRoute)
+
+Nonce = Annotated[str, Form(pattern=liveness.NONCE_PATTERN, description="the challenge's nonce")]
+Frames = Annotated[
+    list[UploadFile],
+    File(
+        description=f"{liveness.FRAMES.min}-{liveness.FRAMES.max} camera frames (JPEG/PNG) in capture order, "
+        f"spanning at most {liveness.MAX_DURATION_MS} ms, while the person turns as asked"
+    ),
+]
+
+
+@router.get("/event", response_model=GateEvent)
+async def gate_event(session: SessionDep, principal: RequireGate) -> GateEvent:
+    """What this gate key's event asks of a gate: its mode and whether decisions need the head-turn challenge."""
+    event = await session.get(Event, principal.event_id) if principal.event_id else None
+    if event is None:
+        raise EventNotFound()
+    return GateEvent(mode=EventMode(event.mode), liveness=LivenessMode(event.liveness))
+
+
+@router.post("/challenge", status_code=status.HTTP_201_CREATED, response_model=Challenge)
+async def challenge(session: SessionDep, principal: RequireGate, settings: SettingsDep) -> Challenge:
+    """A head-turn challenge for the next decision (events with `liveness: challenge`; else 403 `liveness_off`):
+    ask the person to turn their head slightly to `direction` (their own left or right), capture
+    `frames.min`-`frames.max` frames over at most `max_duration_ms`, and post them with `nonce` to
+    `/v1/gate/identify/burst` or `/v1/gate/verify/burst` before `expires_at`. The nonce decides once."""
+    event = await session.get(Event, principal.event_id) if principal.event_id else None
+    if event is None:
+        raise EventNotFound()
+    if event.liveness != LivenessMode.CHALLENGE:
+        raise Forbidden("this event decides on one frame: no challenge is needed", code="liveness_off")
+    return await liveness.issue(session, principal=principal, event=event, ttl_s=settings.challenge_ttl_s)
+
+
+@router.post("/verify/burst", response_model=GateResult, dependencies=[Depends(single_valued("ticket_code", "nonce"))])
+async def verify_burst(
+    request: Request,
+    session: SessionDep,
+    principal: RequireGate,
+    downstream: DownstreamDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    nonce: Nonce,
+    frames: Frames,
+    ticket_code: Annotated[str, Form(min_length=1, max_length=200)],
+) -> GateResult:
+    """1:1 with the challenge: the burst must show a live head turning as asked (else `deny presentation_attack`
+    or `deny liveness_failed`, also for an unknown, expired, used or foreign nonce), then its most frontal face
+    is decided on exactly as `/v1/gate/verify` decides a frame."""
+    event = await gate.gate_event(session, principal=principal, mode="verify", burst=True)
+    burst = liveness.Burst([await read_upload(f) for f in frames], nonce, session, principal)
+    return await gate.verify(
+        session,
+        principal=principal,
+        event=event,
+        ticket_code=ticket_code,
+        source=burst,
+        downstream=downstream,
+        cache=cache,
+        settings=settings,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+@router.post("/identify/burst", response_model=GateResult, dependencies=[Depends(single_valued("nonce"))])
+async def identify_burst(
+    request: Request,
+    session: SessionDep,
+    principal: RequireGate,
+    downstream: DownstreamDep,
+    settings: SettingsDep,
+    nonce: Nonce,
+    frames: Frames,
+) -> GateResult:
+    """1:K with the challenge: as `/v1/gate/verify/burst`, then decided as `/v1/gate/identify` decides a frame."""
+    event = await gate.gate_event(session, principal=principal, mode="identify", burst=True)
+    burst = liveness.Burst([await read_upload(f) for f in frames], nonce, session, principal)
+    return await gate.identify(
+        session,
+        principal=principal,
+        event=event,
+        source=burst,
+        downstream=downstream,
+        settings=settings,
+        request_id=getattr(request.state, "request_id", None),
+    )

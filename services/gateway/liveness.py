@@ -1,0 +1,153 @@
+"""The head-turn challenge at the gate (issue 17): issue a random, short-lived, single-use challenge to a gate key,
+and redeem it with the burst of frames that answers it.
+
+- Issue (`issue`): a random direction (`secrets`), a 192-bit nonce bound to the gate key and its event, expiring
+  `challenge_ttl_s` after issue by the database's clock. Expired rows of the same key are pruned on the way.
+- Redeem (`Burst.see`): one conditional UPDATE marks the nonce used if it is this key's, this event's, unused and
+  unexpired. It runs in the request's unit of work, so the nonce is spent exactly when a decision is logged: a
+  second request with it waits on the row lock and then finds it used; a fault (503) or bad input (4xx) rolls it
+  back with everything else, and a decision is then still possible until it expires. An unknown, used, expired or
+  foreign nonce is `deny liveness_failed` (logged as `challenge_unknown` / `challenge_used` /
+  `challenge_expired`), with no face work. The nonce lives in Postgres only: no cache can skip the check.
+- The burst goes to the embedder's `/v1/liveness` with the challenge's direction; its verdict becomes the reason
+  (`presentation_attack`, `liveness_failed`, or `no_face` / `multiple_faces` as guidance), its failure code goes
+  to the access log only, and on `live` its most frontal face is decided on exactly as a single frame's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.errors import Unprocessable
+from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
+from services.gateway.auth import Principal
+from services.gateway.downstream import Downstream, call, current_request_id
+from services.gateway.errors import DependencyUnavailable
+from services.gateway.events import check_embedded_model
+from services.gateway.gate import Seen
+from services.gateway.schemas import Challenge, FrameCount, Reason
+from services.gateway.settings import GatewaySettings
+from services.gateway.tables import Event, GateChallenge
+from services.gateway.uploads import Photo, check_image
+
+FRAMES = FrameCount(min=4, max=12)  # the kiosk sends 6-10; fewer cannot show a turn, more only cost upload
+MAX_DURATION_MS = 2000  # capture window the kiosk is asked to keep (the embedder judges the motion, not clocks)
+NONCE_BYTES = 24  # 192 random bits, 32 URL-safe characters
+NONCE_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+
+# The embedder's failures that are guidance, as for a single frame, rather than a failed challenge.
+_GUIDANCE = {LivenessFailure.NO_FACE: Reason.NO_FACE, LivenessFailure.MULTIPLE_FACES: Reason.MULTIPLE_FACES}
+
+
+async def issue(session: AsyncSession, *, principal: Principal, event: Event, ttl_s: float) -> Challenge:
+    now = func.clock_timestamp()
+    await session.execute(
+        delete(GateChallenge).where(GateChallenge.gate_key_id == principal.key_id, GateChallenge.expires_at < now)
+    )
+    direction = secrets.choice(list(TurnDirection))
+    nonce = secrets.token_urlsafe(NONCE_BYTES)
+    expires_at = (
+        await session.execute(
+            insert(GateChallenge)
+            .values(
+                nonce=nonce,
+                event_id=event.id,
+                gate_key_id=principal.key_id,
+                direction=direction.value,
+                issued_at=now,
+                expires_at=now + timedelta(seconds=ttl_s),
+            )
+            .returning(GateChallenge.expires_at)
+        )
+    ).scalar_one()
+    return Challenge(
+        nonce=nonce, direction=direction, expires_at=expires_at, frames=FRAMES, max_duration_ms=MAX_DURATION_MS
+    )
+
+
+async def redeem(
+    session: AsyncSession, *, nonce: str, principal: Principal, event: Event
+) -> tuple[TurnDirection | None, str]:
+    """The challenge's direction, now spent; or None and why (for the access log)."""
+    now = func.clock_timestamp()
+    mine = (
+        GateChallenge.nonce == nonce,
+        GateChallenge.gate_key_id == principal.key_id,
+        GateChallenge.event_id == event.id,
+    )
+    spent = (
+        await session.execute(
+            update(GateChallenge)
+            .where(*mine, GateChallenge.used_at.is_(None), GateChallenge.expires_at > now)
+            .values(used_at=now)
+            .returning(GateChallenge.direction),
+            execution_options={"synchronize_session": False},
+        )
+    ).scalar_one_or_none()
+    if spent is not None:
+        return TurnDirection(spent), "live"
+    found = (await session.execute(select(GateChallenge.used_at, GateChallenge.expires_at < now).where(*mine))).first()
+    if found is None:  # never issued, pruned, or another key's or event's: all the same to this gate
+        return None, "challenge_unknown"
+    return None, "challenge_used" if found[0] is not None else "challenge_expired"
+
+
+async def analyse(downstream: Downstream, frames: Sequence[Photo], direction: TurnDirection) -> LivenessResponse:
+    rid = current_request_id.get()
+    return await call(
+        "embedder",
+        "liveness",
+        downstream.embedder.liveness(
+            [(f.data, f.content_type) for f in frames], direction=direction, **({"request_id": rid} if rid else {})
+        ),
+        retry_after_s=downstream.retry_after_s,
+        pass_client_errors=True,  # an undecodable frame is the caller's 4xx, as for a single frame
+    )
+
+
+def seen_from(result: LivenessResponse, settings: GatewaySettings, retry_after_s: int) -> Seen:
+    """The embedder's verdict as what the gate decides on."""
+    code = result.failure.value if result.failure is not None else None
+    if result.verdict == LivenessVerdict.PRESENTATION_ATTACK:
+        return Seen(None, Reason.PRESENTATION_ATTACK, liveness=code or LivenessVerdict.PRESENTATION_ATTACK.value)
+    if result.verdict == LivenessVerdict.LIVENESS_FAILED:
+        guidance = _GUIDANCE.get(result.failure) if result.failure is not None else None
+        return Seen(None, guidance or Reason.LIVENESS_FAILED, liveness=code or LivenessVerdict.LIVENESS_FAILED.value)
+    if result.face is None:  # "live" without a face breaks the contract: a fault, never an admit
+        raise DependencyUnavailable("embedder", retry_after_s, "liveness answered live without a face")
+    face = result.face
+    if settings.gate_enforce_quality and not face.quality.passed:
+        return Seen(face, Reason.LOW_QUALITY, [r.value for r in face.quality.reasons], liveness="live")
+    return Seen(face, None, liveness="live")
+
+
+@dataclass(frozen=True)
+class Burst:
+    """A burst of frames answering challenge `nonce` (a `gate.FaceSource`)."""
+
+    frames: list[Photo]
+    nonce: str
+    session: AsyncSession
+    principal: Principal
+
+    def check(self) -> None:
+        if not FRAMES.min <= len(self.frames) <= FRAMES.max:
+            raise Unprocessable(
+                f"a burst has {FRAMES.min} to {FRAMES.max} frames, not {len(self.frames)}", code="burst_size"
+            )
+        for i, frame in enumerate(self.frames):
+            check_image(frame, what=f"frame {i}")
+
+    async def see(self, downstream: Downstream, event: Event, settings: GatewaySettings) -> Seen:
+        direction, why = await redeem(self.session, nonce=self.nonce, principal=self.principal, event=event)
+        if direction is None:
+            return Seen(None, Reason.LIVENESS_FAILED, liveness=why)
+        result = await analyse(downstream, self.frames, direction)
+        check_embedded_model(result.model.id, event, downstream.retry_after_s)
+        return seen_from(result, settings, downstream.retry_after_s)
