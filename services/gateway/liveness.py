@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.errors import Unprocessable
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.gateway.auth import Principal
-from services.gateway.downstream import Downstream, call, current_request_id
+from services.gateway.downstream import Downstream, DownstreamNotFound, call, current_request_id
 from services.gateway.errors import DependencyUnavailable
 from services.gateway.events import check_embedded_model
 from services.gateway.gate import Seen
@@ -100,15 +100,20 @@ async def redeem(
 
 async def analyse(downstream: Downstream, frames: Sequence[Photo], direction: TurnDirection) -> LivenessResponse:
     rid = current_request_id.get()
-    return await call(
-        "embedder",
-        "liveness",
-        downstream.embedder.liveness(
-            [(f.data, f.content_type) for f in frames], direction=direction, **({"request_id": rid} if rid else {})
-        ),
-        retry_after_s=downstream.retry_after_s,
-        pass_client_errors=True,  # an undecodable frame is the caller's 4xx, as for a single frame
-    )
+    try:
+        return await call(
+            "embedder",
+            "liveness",
+            downstream.embedder.liveness(
+                [(f.data, f.content_type) for f in frames], direction=direction, **({"request_id": rid} if rid else {})
+            ),
+            retry_after_s=downstream.retry_after_s,
+            pass_client_errors=True,  # an undecodable frame is the caller's 4xx, as for a single frame
+        )
+    except DownstreamNotFound as exc:  # an embedder without the analysis: misconfigured, never a decision
+        raise DependencyUnavailable(
+            "embedder", downstream.retry_after_s, "the embedder has no liveness analysis"
+        ) from exc
 
 
 def seen_from(result: LivenessResponse, settings: GatewaySettings, retry_after_s: int) -> Seen:

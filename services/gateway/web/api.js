@@ -67,6 +67,8 @@ export const REASONS = {
   no_match: "Not recognised",
   ambiguous: "Not sure who this is",
   outside_event_window: "The gates are not open for this event now",
+  presentation_attack: "A photo or screen was shown instead of a face",
+  liveness_failed: "The head turn was not seen",
   face_too_small: "The face is too small: come closer or use a larger photo",
   low_confidence: "The face is not clearly visible",
   blurred: "The photo is blurred",

@@ -89,6 +89,7 @@ async function pickEvent(id) {
   state.names.clear();
   if (!id) {
     $("event-rates").replaceChildren();
+    $("event-liveness-line").hidden = true;
     return stopLog();
   }
   await Promise.all([loadAttendees(), refreshLog(), loadCounts()]);
@@ -103,6 +104,7 @@ $("event-form").addEventListener("submit", async (e) => {
   try {
     const created = await api("POST", "/v1/events", { json: {
       name: $("event-name").value.trim(), mode: $("event-mode").value, allow_reentry: $("event-reentry").checked,
+      liveness: $("event-liveness").checked ? "challenge" : "off",
       target_fpir: Number($("event-fpir").value),
     } });
     $("event-form").reset();
@@ -144,7 +146,30 @@ async function loadRates() {
       + `${oneIn(e.target_fmr)} impostors)${e.threshold_overridden ? "; set by hand" : ""}. Rates measured on news `
       + "photos of people the system never saw; clear gate captures do better." }),
   );
+  showLiveness(e.liveness);
 }
+
+// The head-turn challenge (issue 17): on, gates ask each person for a small head turn and send a short burst, so a
+// printed photo or a phone screen held up to the camera is refused.
+function showLiveness(mode) {
+  const on = mode === "challenge";
+  $("event-liveness-line").hidden = false;
+  $("event-liveness-line").dataset.liveness = mode;
+  $("event-liveness-state").textContent = on
+    ? "Head-turn check: on (gates ask for a small head turn; photos and screens are refused). "
+    : "Head-turn check: off (one camera frame decides; a photo held up to the camera is not detected). ";
+  $("event-liveness-toggle").textContent = on ? "Turn off" : "Turn on";
+}
+
+$("event-liveness-toggle").addEventListener("click", async () => {
+  const on = $("event-liveness-line").dataset.liveness === "challenge";
+  try {
+    const e = await api("PATCH", ev(), { json: { liveness: on ? "off" : "challenge" } });
+    showLiveness(e.liveness);
+  } catch (err) {
+    $("event-liveness-state").textContent = explain(err);
+  }
+});
 
 async function loadCounts() {
   loadRates().catch(report("attendee-status"));

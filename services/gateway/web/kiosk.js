@@ -5,6 +5,12 @@
 // small or unclear) drives the guidance. A scene is sent once: a person standing still after their decision is
 // not decided again (nor logged again) until the picture changes. Every request is numbered and answers to an
 // older one are dropped; a decision clears itself after SHOW_MS.
+//
+// On an event with the head-turn check (liveness "challenge", read from GET /v1/gate/event), a steady scene starts
+// a challenge instead: the gateway picks left or right, the page says so in words and with an arrow on that side
+// (the preview is mirrored, so the person's left is the screen's left and their picture turns the same way),
+// captures BURST_FRAMES frames over BURST_MS and posts them with the challenge's nonce. A failed turn is asked
+// once more with a fresh challenge; a second failure is a decision like any other.
 import { ApiError, NetworkError, call, reasonText, storeKey, storedKey } from "/web/api.js";
 
 const KEY = "facegate.kiosk.key";
@@ -19,6 +25,10 @@ const REQUEST_TIMEOUT_MS = 8000;
 const TICKET_TTL_MS = 30000;    // a typed or scanned ticket not used by then is dropped (the next person's)
 const FRAME_MAX_SIDE = 960;
 const GUIDANCE = new Set(["no_face", "multiple_faces", "low_quality"]);
+const BURST_FRAMES = 8;         // within the challenge's frames.min-frames.max
+const BURST_MS = 1600;          // capture span, under the challenge's max_duration_ms
+const GUIDE_LEAD_MS = 600;      // the words and arrow are up this long before the first frame is taken
+const RETRY_PAUSE_MS = 1200;    // "once more" stays up this long before the second challenge
 
 const $ = (id) => document.getElementById(id);
 const video = $("preview");
@@ -29,7 +39,7 @@ const sctx = sampler.getContext("2d", { willReadFrequently: true });
 
 const state = {
   key: storedKey(KEY), me: null, stream: null, timer: null, phase: "off", seq: 0, prev: null, steady: 0,
-  sent: null, retryAt: 0, ticket: "", ticketTimer: null, clearTimer: null, requireTicket: false,
+  sent: null, retryAt: 0, ticket: "", ticketTimer: null, clearTimer: null, requireTicket: false, liveness: false,
 };
 
 function setState(name) {
@@ -55,6 +65,9 @@ async function signIn(key) {
   if (me.role !== "gate") throw new Error("This is not a gate key: the kiosk needs a key made for one event's gate.");
   storeKey(KEY, key);
   state.me = me;
+  // which protocol this event asks for; a 403 later (liveness_required / liveness_off) switches it anyway
+  const event = await call(key, "GET", "/v1/gate/event").catch(() => null);
+  state.liveness = Boolean(event && event.liveness === "challenge");
   $("signin-view").hidden = true;
   $("gate-view").hidden = false;
   $("gate-name").textContent = me.name;
@@ -199,16 +212,95 @@ function toIdle() {
   status(idleText());
 }
 
-async function frameBlob() {
+// The camera's own pixels (never the mirrored preview): the gateway's left and right are the person's.
+function frameBlob(quality = 0.9) {
   const scale = Math.min(1, FRAME_MAX_SIDE / Math.max(video.videoWidth, video.videoHeight));
   const canvas = document.createElement("canvas");
   canvas.width = Math.round(video.videoWidth * scale);
   canvas.height = Math.round(video.videoHeight * scale);
-  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
-  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height); // taken now; encoded later
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", quality));
 }
 
-async function send(scene) {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// BURST_FRAMES frames evenly over BURST_MS (or the challenge's limit), each drawn on time; encoding overlaps.
+async function captureBurst(challenge) {
+  const count = Math.min(Math.max(BURST_FRAMES, challenge.frames.min), challenge.frames.max);
+  const span = Math.min(BURST_MS, challenge.max_duration_ms);
+  const start = performance.now();
+  const blobs = [];
+  for (let i = 0; i < count; i++) {
+    const wait = start + (span * i) / (count - 1) - performance.now();
+    if (wait > 0) await sleep(wait);
+    blobs.push(frameBlob(0.85));
+  }
+  return Promise.all(blobs);
+}
+
+function showGuide(direction) {
+  const guide = $("guide");
+  guide.dataset.direction = direction;
+  $("guide-arrow").textContent = direction === "left" ? "\u2190" : "\u2192";
+  guide.hidden = false;
+  status(`Turn your head slightly to your ${direction}`);
+}
+
+function hideGuide() {
+  $("guide").hidden = true;
+}
+
+function send(scene) {
+  return state.liveness ? sendBurst(scene) : sendFrame(scene);
+}
+
+// The head-turn challenge: ask for one, guide, capture, post the burst; one more try after `liveness_failed`.
+async function sendBurst(scene, attempt = 1) {
+  const seq = ++state.seq;
+  const ticket = state.ticket;
+  state.phase = "sending";
+  state.retryAt = 0;
+  const abort = new AbortController();
+  let timeout = null;
+  try {
+    const challenge = await call(state.key, "POST", "/v1/gate/challenge");
+    if (seq !== state.seq) return;
+    setState("challenge");
+    showGuide(challenge.direction);
+    await sleep(GUIDE_LEAD_MS);
+    if (seq !== state.seq) return hideGuide();
+    const frames = await captureBurst(challenge);
+    hideGuide();
+    if (seq !== state.seq) return;
+    setState("checking");
+    status("Checking…");
+    const form = new FormData();
+    form.append("nonce", challenge.nonce);
+    frames.forEach((blob, i) => form.append("frames", blob, `frame${i}.jpg`));
+    if (ticket) form.append("ticket_code", ticket);
+    timeout = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+    const result = await call(state.key, "POST", ticket ? "/v1/gate/verify/burst" : "/v1/gate/identify/burst",
+      { form, signal: abort.signal });
+    if (seq !== state.seq) return;
+    clearProblem();
+    if (result.decision === "deny" && result.reason === "liveness_failed" && attempt === 1) {
+      setState("challenge-retry");
+      status("Let's try that once more", "warn");
+      await sleep(RETRY_PAUSE_MS);
+      if (seq === state.seq) sendBurst(scene, 2);
+      return;
+    }
+    onResult(result, scene, ticket);
+  } catch (err) {
+    hideGuide();
+    if (seq !== state.seq) return;
+    onError(err);
+  } finally {
+    clearTimeout(timeout);
+  }
+}
+
+async function sendFrame(scene) {
   const seq = ++state.seq;
   const ticket = state.ticket;
   state.phase = "sending";
@@ -281,6 +373,12 @@ function onError(err) {
   state.sent = null; // nothing was decided on that scene: send it again once things recover
   if (err instanceof ApiError) {
     if (err.status === 401) return signOut("This gate key is no longer valid. Sign in with a new one.");
+    if (err.status === 403 && (err.code === "liveness_required" || err.code === "liveness_off")) {
+      state.liveness = err.code === "liveness_required"; // the organiser switched it: follow at once
+      state.phase = "idle";
+      state.retryAt = Date.now();
+      return;
+    }
     if (err.status === 403 && err.code === "mode_not_allowed") {
       state.requireTicket = !state.ticket;
       if (state.ticket) {
@@ -329,6 +427,7 @@ document.addEventListener("visibilitychange", () => {
   state.seq++;
   clearTimeout(state.clearTimer);
   $("result").hidden = true;
+  hideGuide();
   if (state.phase !== "problem") toIdle();
 });
 
