@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gates.py [--gates 1,2,4,8,16] [--rate 1.0] [--duration 40] [--mode mixed|verify|identify]
                                     [--enrol 15] [--timeout 5] [--faces DIR] [--json bench/out/gates.json]
+                                    [--liveness]
 
 1. Starts its own `Stack` (Postgres, Redis, embedder, matcher, gateway as real processes) in a temp data dir on
    free loopback ports; the gateway keeps its default rate limit (10 frames/s per gate key, far above 1 frame/s).
@@ -17,6 +18,10 @@
 4. Prints a markdown table per N and mode (decisions/s, p50/p95/p99, decisions by reason, errors = non-2xx or
    timeouts) and the largest N whose p99 over all frames is <= `--p99-ms` with no errors. Mean time per request
    in each service (from their /metrics, delta over the level) shows where the time goes.
+
+5. `--liveness` (issue 17, `bench/gates_liveness.py`): per N, a plain level and then the same gates deciding with
+   the head-turn challenge, with the CPU per decision of all services and Postgres for both; the table says
+   which N keeps p99 <= `--p99-ms` from the burst's end to the decision.
 
 Faces root: `--faces`, else $FACEGATE_FACES_DIR, else ../shared/faces (dev/, noface/).
 """
@@ -34,6 +39,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +79,7 @@ class Sample:
     decision: str = ""
     reason: str = ""
     server_ms: float | None = None  # the gateway's own frame-in to decision-out
+    challenge_ms: float | None = None  # --liveness: asking for the challenge, client side
 
 
 @dataclass
@@ -81,6 +88,8 @@ class Setup:
     tickets: dict[str, str]  # person -> ticket code
     frames: dict[str, list[Frame]]
     enrolment: dict[str, Any] = field(default_factory=dict)
+    org_token: str = ""
+    event_id: str = ""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -207,7 +216,7 @@ async def setup(
         "screen_s": screen_s,
         "eligible_people": len(eligible),
     }
-    return Setup(tokens, tickets, frames, enrolment)
+    return Setup(tokens, tickets, frames, enrolment, org_token=org_token, event_id=event_id)
 
 
 async def warm_up(base: str, token: str, faces: Path, person: str) -> None:
@@ -252,8 +261,19 @@ async def send(
     return s
 
 
+Fire = Callable[[httpx.AsyncClient, random.Random, float], Awaitable[Sample]]
+
+
+def plain_fire(setup: Setup, n: int, mode: str, timeout: float) -> Fire:
+    async def fire(client: httpx.AsyncClient, rng: random.Random, at: float) -> Sample:
+        m, frame, ticket = plan_frame(rng, mode, setup)
+        return await send(client, n, m, frame, ticket, at, timeout)
+
+    return fire
+
+
 async def run_level(
-    base: str, setup: Setup, n: int, mode: str, rate: float, duration: float, timeout: float, seed: int
+    base: str, setup: Setup, n: int, rate: float, duration: float, timeout: float, seed: int, fire: Fire
 ) -> list[Sample]:
     loop = asyncio.get_running_loop()
     frames_per_gate = max(1, int(duration * rate))
@@ -271,8 +291,7 @@ async def run_level(
         for k in range(frames_per_gate):
             at = start + phase + k / rate
             await asyncio.sleep(max(0.0, at - loop.time()))
-            m, frame, ticket = plan_frame(rng, mode, setup)
-            tasks.append(asyncio.create_task(send(clients[i], n, m, frame, ticket, at, timeout)))
+            tasks.append(asyncio.create_task(fire(clients[i], rng, at)))
 
     try:
         await asyncio.gather(*(gate(i) for i in range(n)))
@@ -409,10 +428,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         print("frames: " + ", ".join(f"{k} {len(v)}" for k, v in st.frames.items()), flush=True)
+        if args.liveness:
+            return await liveness_run(stack, st, faces, levels_n, args)
         levels: list[dict[str, Any]] = []
         for n in levels_n:
             before = await asyncio.to_thread(scrape, stack)
-            samples = await run_level(base, st, n, args.mode, args.rate, args.duration, args.timeout, args.seed + n)
+            fire = plain_fire(st, n, args.mode, args.timeout)
+            samples = await run_level(base, st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
             after = await asyncio.to_thread(scrape, stack)
             modes = {"all": summarise(samples, args.duration)}
             for m in ("verify", "identify"):
@@ -448,6 +470,73 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def liveness_run(
+    stack: Stack, st: Setup, faces: Path, levels_n: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """For each N: a plain level, then the same gates with the head-turn challenge (bench/gates_liveness.py)."""
+    from bench import gates_liveness as gl
+
+    base = stack.url("gateway")
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {st.org_token}"}, timeout=120
+    ) as org:
+        tickets = st.tickets | {gl.INTERVIEWEE: await gl.enrol_interviewee(org, st.event_id, faces)}
+    attacked = {p: faces / "dev" / p / f"{photo_numbers(faces / 'dev' / p)[-1]}.jpg" for p in st.tickets}
+    bursts = gl.make_bursts(faces, attacked)
+
+    def liveness_fire(n: int) -> Fire:
+        async def fire(client: httpx.AsyncClient, rng: random.Random, at: float) -> Sample:
+            m, burst = gl.plan_burst(rng, args.mode, bursts)
+            return await gl.send_burst(
+                client, n=n, mode=m, burst=burst, tickets=tickets, at=at, timeout=args.timeout, sample=Sample
+            )
+
+        return fire
+
+    await gl.set_liveness(base, st.org_token, st.event_id, "challenge")
+    warm = await run_level(base, st, 1, 1.0, 3.0, 30.0, 0, liveness_fire(1))  # the analysis' first calls trace graphs
+    print("warm-up: " + ", ".join(f"{s.decision}/{s.reason or s.status}" for s in warm), flush=True)
+    rows: list[dict[str, Any]] = []
+    for n in levels_n:
+        plain_cpu = None
+        for protocol in ("plain", "challenge"):
+            await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
+            fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
+            cpu0 = gl.cpu_seconds(stack)
+            samples = await run_level(base, st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
+            cpu = gl.cpu_seconds(stack) - cpu0
+            summary = summarise(samples, args.duration)
+            per = cpu / max(summary["decisions"], 1) * 1e3
+            plain_cpu = per if protocol == "plain" else plain_cpu
+            row = {
+                "gates": n,
+                "protocol": protocol,
+                "summary": summary,
+                "cpu_s": cpu,
+                "cpu_ms_per_decision": per,
+                "cpu_ratio": per / plain_cpu if plain_cpu else None,
+                "holds": summary["errors"] == 0 and summary["p99_ms"] <= args.p99_ms,
+            }
+            if protocol == "challenge":
+                row["challenge_p99_ms"] = pct([s.challenge_ms for s in samples if s.challenge_ms is not None], 99)
+            rows.append(row)
+            print(
+                f"{n} gates {protocol}: p99 {summary['p99_ms']:.0f} ms, {per:.0f} CPU ms/decision, "
+                f"errors {summary['errors']} -> {'holds' if row['holds'] else 'does not hold'}",
+                flush=True,
+            )
+            await asyncio.sleep(2.0)
+    best = max((r["gates"] for r in rows if r["protocol"] == "challenge" and r["holds"]), default=0)
+    print(f"\n{gl.cpu_table(rows)}\n")
+    print(f"largest N with the challenge holding p99 <= {args.p99_ms:.0f} ms after the burst, no errors: {best}")
+    return {
+        "config": {k: v for k, v in vars(args).items() if k != "json"} | {"faces": str(faces)},
+        "enrolment": st.enrolment,
+        "liveness_levels": rows,
+        "largest_n_holding_with_challenge": best,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gates", default="1,2,4,8,16", help="comma-separated gate counts to sweep")
@@ -461,6 +550,11 @@ def main() -> None:
     p.add_argument("--faces", default=None)
     p.add_argument("--seed", type=int, default=8)
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument(
+        "--liveness",
+        action="store_true",
+        help="per gate count, a plain level then the head-turn challenge (challenge + 8-frame burst per decision)",
+    )
     args = p.parse_args()
     if args.rate <= 0 or args.duration <= 0 or args.duration * args.rate > 3600:
         raise SystemExit("--rate and --duration must be positive, at most 3600 frames per gate")

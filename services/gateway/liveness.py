@@ -105,7 +105,10 @@ async def analyse(downstream: Downstream, frames: Sequence[Photo], direction: Tu
             "embedder",
             "liveness",
             downstream.embedder.liveness(
-                [(f.data, f.content_type) for f in frames], direction=direction, **({"request_id": rid} if rid else {})
+                [f.data for f in frames],
+                direction,
+                frames[0].content_type,  # the embedder sniffs each frame; this is the burst's declared type
+                **({"request_id": rid} if rid else {}),
             ),
             retry_after_s=downstream.retry_after_s,
             pass_client_errors=True,  # an undecodable frame is the caller's 4xx, as for a single frame

@@ -69,7 +69,7 @@ def planar_turn(photo: np.ndarray, direction: str, n: int = 8, degrees: float = 
     h, w = photo.shape[:2]
     f = 1.2 * FRAME_W
     sign = 1.0 if direction == "left" else -1.0  # a left turn carries the nose towards the image's right
-    corners = np.float32([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]], dtype=np.float32)
     scale = 0.8 * FRAME_H / h
     depth = f  # the picture's centre this far from the camera, in its own (scaled) pixel units
     out = []
@@ -81,6 +81,7 @@ def planar_turn(photo: np.ndarray, direction: str, n: int = 8, degrees: float = 
             # the print rotates about its vertical centre line; a positive angle brings its right edge closer
             xr, zr = x * np.cos(angle), depth - x * np.sin(angle)
             projected.append([FRAME_W / 2 + drift + f * xr / zr, FRAME_H / 2 + f * y / zr])
-        matrix = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]), np.float32(projected))
+        source = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+        matrix = cv2.getPerspectiveTransform(source, np.array(projected, dtype=np.float32))
         out.append(cv2.warpPerspective(photo, matrix, (FRAME_W, FRAME_H), borderValue=(128, 128, 128)))
     return out

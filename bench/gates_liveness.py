@@ -1,0 +1,166 @@
+"""`bench/gates.py --liveness`: the same gates deciding with the head-turn challenge (issue 17), beside plain frames.
+
+Each decision is what a kiosk does: `POST /v1/gate/challenge`, then (after the guidance and a capture of
+`CAPTURE_S`, simulated by waiting) the burst of 8 frames to `/v1/gate/{identify,verify}/burst`. Latency is from the
+burst's send (the end of the capture) to the answer: what the person waits for after turning. The event is switched
+between `liveness: off` and `challenge` through the public API, so the plain and challenge levels share gates,
+gallery and stack, and the CPU per decision (all services and Postgres, from /proc) compares like with like.
+
+Bursts: real head turns (`services/tools/headturn.py`: the interview clip's turn, mirrored for a left challenge; the
+interviewee is enrolled, 60%) and flat-photo attacks (held-back photos of enrolled people turned as a printed
+picture would be, 40%; on verify with that person's ticket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+from services.stack import Stack
+from services.tools import headturn
+
+GUIDE_S = 0.6  # the kiosk's words and arrow before its first frame (kiosk.js GUIDE_LEAD_MS)
+CAPTURE_S = 1.6  # its capture span (kiosk.js BURST_MS)
+KIND_WEIGHTS = {"live": 0.6, "attack": 0.4}
+INTERVIEWEE = "Interviewee"
+
+
+@dataclass(frozen=True)
+class BurstSet:
+    kind: str  # live | attack
+    person: str  # whose ticket a verify carries
+    frames: dict[str, list[bytes]]  # challenge direction -> JPEG frames
+
+
+def make_bursts(faces: Path, attacked: dict[str, Path], n_attacks: int = 6) -> dict[str, list[BurstSet]]:
+    clip = headturn.read_clip(faces / headturn.CLIP)
+    live = BurstSet(
+        "live", INTERVIEWEE, {d: [headturn.jpeg(f) for f in headturn.turn(clip, d)] for d in ("left", "right")}
+    )
+    attacks = []
+    for person, path in sorted(attacked.items())[:n_attacks]:
+        photo = _letterbox(path)
+        attacks.append(
+            BurstSet(
+                "attack",
+                person,
+                {d: [headturn.jpeg(f) for f in headturn.planar_turn(photo, d)] for d in ("left", "right")},
+            )
+        )
+    return {"live": [live], "attack": attacks}
+
+
+def _letterbox(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path))
+    scale = min(headturn.FRAME_W / img.shape[1], headturn.FRAME_H / img.shape[0])
+    resized = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
+    canvas = np.full((headturn.FRAME_H, headturn.FRAME_W, 3), 96, np.uint8)
+    y0, x0 = (canvas.shape[0] - resized.shape[0]) // 2, (canvas.shape[1] - resized.shape[1]) // 2
+    canvas[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
+    return canvas
+
+
+async def enrol_interviewee(org: httpx.AsyncClient, event_id: str, faces: Path) -> str:
+    clip = headturn.read_clip(faces / headturn.CLIP)
+    photo = headturn.jpeg(headturn.camera_frame(clip[headturn.FRONTAL_FRAME]))
+    ticket = f"T-{INTERVIEWEE}"
+    r = await org.post(
+        f"/v1/events/{event_id}/attendees",
+        data={"name": INTERVIEWEE, "ticket_code": ticket},
+        files=[("photos", ("interviewee.jpg", photo, "image/jpeg"))],
+    )
+    r.raise_for_status()
+    return ticket
+
+
+async def set_liveness(base: str, org_token: str, event_id: str, mode: str) -> None:
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {org_token}"}) as org:
+        r = await org.patch(f"/v1/events/{event_id}", json={"liveness": mode})
+        r.raise_for_status()
+
+
+def cpu_seconds(stack: Stack) -> float:
+    """User + system CPU of the three services and of Postgres (its postmaster and backends) so far."""
+    procs = [psutil.Process(p.pid) for p in stack.procs.values()]
+    pg = psutil.Process(stack._pg.get_pid())  # the stack's own Postgres
+    procs += [pg, *pg.children(recursive=True)]
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue  # a backend that ended: its CPU is lost to both levels alike
+    return total
+
+
+async def send_burst(
+    client: httpx.AsyncClient,
+    *,
+    n: int,
+    mode: str,
+    burst: BurstSet,
+    tickets: dict[str, str],
+    at: float,
+    timeout: float,
+    sample: Any,
+) -> Any:
+    """One decision with the challenge; `sample` is gates.Sample (kept there so the report code is shared)."""
+    loop = asyncio.get_running_loop()
+    lag = loop.time() - at
+    try:
+        r = await asyncio.wait_for(client.post("/v1/gate/challenge"), timeout)
+    except (TimeoutError, httpx.HTTPError):
+        return sample(n, mode, burst.kind, (loop.time() - at) * 1e3, lag * 1e3, 0, reason="challenge timeout")
+    challenge_ms = (loop.time() - at) * 1e3
+    if r.status_code != 201:
+        return sample(n, mode, burst.kind, challenge_ms, lag * 1e3, r.status_code, reason="challenge")
+    c = r.json()
+    await asyncio.sleep(GUIDE_S + CAPTURE_S)  # the person reads, turns, and the kiosk captures
+    files = [("frames", (f"f{i}.jpg", data, "image/jpeg")) for i, data in enumerate(burst.frames[c["direction"]])]
+    data = {"nonce": c["nonce"]} | ({"ticket_code": tickets[burst.person]} if mode == "verify" else {})
+    sent = loop.time()
+    try:
+        r = await asyncio.wait_for(client.post(f"/v1/gate/{mode}/burst", data=data, files=files), timeout)
+    except (TimeoutError, httpx.HTTPError):
+        return sample(n, mode, burst.kind, (loop.time() - sent) * 1e3, lag * 1e3, 0, challenge_ms=challenge_ms)
+    s = sample(n, mode, burst.kind, (loop.time() - sent) * 1e3, lag * 1e3, r.status_code, challenge_ms=challenge_ms)
+    if r.status_code == 200:
+        body = r.json()
+        s.decision, s.reason, s.server_ms = body["decision"], body["reason"], body.get("latency_ms")
+    elif "json" in r.headers.get("content-type", ""):
+        s.reason = str(r.json().get("code", ""))
+    return s
+
+
+def plan_burst(rng: random.Random, mode: str, bursts: dict[str, list[BurstSet]]) -> tuple[str, BurstSet]:
+    m = mode if mode != "mixed" else rng.choice(("verify", "identify"))
+    kind = rng.choices(list(KIND_WEIGHTS), weights=list(KIND_WEIGHTS.values()))[0]
+    return m, rng.choice(bursts[kind])
+
+
+def cpu_table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| gates | decisions | decisions/s | p50 ms | p99 ms (after the burst) | challenge p99 ms "
+        "| CPU ms per decision | x plain | errors | decisions by reason | holds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        s = r["summary"]
+        ratio = f"{r['cpu_ratio']:.2f}" if r.get("cpu_ratio") else "1.00"
+        reasons = ", ".join(f"{k} {v}" for k, v in s["by_reason"].items())
+        out.append(
+            f"| {r['gates']} {r['protocol']} | {s['decisions']} | {s['decisions_per_s']:.2f} | {s['p50_ms']:.0f} | "
+            f"{s['p99_ms']:.0f} | {r.get('challenge_p99_ms', float('nan')):.0f} | {r['cpu_ms_per_decision']:.0f} "
+            f"| {ratio} | {s['errors']} | {reasons} | {'yes' if r['holds'] else 'no'} |"
+        )
+    return "\n".join(out)
