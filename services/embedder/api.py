@@ -15,8 +15,10 @@ from services.common.health import Health
 from services.common.internal_auth import declare_in_openapi
 from services.contracts import images as limits
 from services.contracts.embedder import EmbedResponse, QualityProfile
+from services.contracts.liveness import LivenessResponse, TurnDirection
 from services.contracts.models import ModelDescriptor
 from services.embedder.imaging import EmptyBody
+from services.embedder.liveness import check_burst
 from services.embedder.pipeline import FacePipeline
 
 # Room for multipart boundaries and part headers on top of the image itself.
@@ -134,6 +136,81 @@ async def embed(
 ) -> EmbedResponse:
     data = await read_image(request, pipeline.settings.max_image_bytes)
     return await pipeline.aembed_image(data, profile=profile, max_faces=max_faces, min_face_size=min_face_size)
+
+
+async def _frames_from_multipart(request: Request, body: bytes, max_frames: int, limit: int) -> list[bytes]:
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        # Room for more parts than allowed, so that too many frames get their own clear answer below; the body
+        # is bounded already.
+        form = await Request(request.scope, replay).form(max_files=4 * max_frames, max_fields=16)
+    except Exception as exc:
+        raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+    try:
+        parts = form.getlist("frames")
+        frames: list[bytes] = []
+        for part in parts:
+            if not isinstance(part, UploadFile):
+                raise Unprocessable("every 'frames' part must be a file", code="invalid_frame")
+            mime = _mime(part.content_type)
+            if mime and not _accepted(mime):
+                raise UnsupportedMediaType(f"a frame has content type {mime!r}; send JPEG, PNG or WebP")
+            data = await part.read(limit + 1)
+            if len(data) > limit:
+                raise PayloadTooLarge(f"a frame exceeds {limit} bytes")
+            if not data:
+                raise EmptyBody("a frame part is empty")
+            frames.append(data)
+        return frames
+    finally:
+        await form.close()
+
+
+@router.post(
+    "/v1/liveness",
+    response_model=LivenessResponse,
+    dependencies=protected,
+    responses=ERROR_RESPONSES,
+    summary="Check a burst of frames for a live head turning the asked way (presentation-attack detection)",
+    description="multipart/form-data with 4-12 (settings) file parts named `frames`, in capture order, each a "
+    "JPEG, PNG or WebP within the image limits, all of one size; the body is bounded as a whole. The verdict is "
+    "`live`, `presentation_attack` (the face moved as a plane: print, screen) or `liveness_failed` (see "
+    "`failure`). `face` is the most frontal frame's face with its gate-profile embedding, present when the "
+    "geometry passed.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["frames"],
+                        "properties": {"frames": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def liveness(
+    request: Request,
+    pipeline: PipelineDep,
+    direction: Annotated[TurnDirection, Query(description="the turn asked of the subject, in their own terms")],
+) -> LivenessResponse:
+    rules = pipeline.settings.liveness
+    if _mime(request.headers.get("content-type")) != "multipart/form-data":
+        raise UnsupportedMediaType("send the burst as multipart/form-data with one 'frames' part per frame")
+    body = await _read_bounded(request, rules.max_burst_bytes + MULTIPART_OVERHEAD)
+    if not body:
+        raise EmptyBody("the request carries no frames")
+    frames = await _frames_from_multipart(request, body, rules.max_frames, pipeline.settings.max_image_bytes)
+    if len(frames) < rules.min_frames:
+        raise Unprocessable(f"{len(frames)} frames; send at least {rules.min_frames}", code="too_few_frames")
+    if len(frames) > rules.max_frames:
+        raise Unprocessable(f"{len(frames)} frames; send at most {rules.max_frames}", code="too_many_frames")
+    return await check_burst(pipeline, frames, direction)
 
 
 @router.get("/v1/model", response_model=ModelDescriptor, dependencies=protected, responses={401: ERROR_RESPONSES[401]})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import httpx
 
 from services.common.http import ServiceClient
 from services.contracts.embedder import EmbedResponse, QualityProfile
+from services.contracts.liveness import LivenessResponse, TurnDirection
 from services.contracts.models import ModelDescriptor
 
 
@@ -43,6 +46,21 @@ class EmbedderClient(ServiceClient):
             headers["x-request-id"] = request_id
         resp = await self.request("POST", "/v1/embed", content=image_bytes, params=params, headers=headers)
         return self.parse(resp, EmbedResponse)
+
+    async def liveness(
+        self,
+        frames: Sequence[bytes],
+        direction: TurnDirection,
+        content_type: str = "image/jpeg",
+        *,
+        request_id: str | None = None,
+    ) -> LivenessResponse:
+        """POST /v1/liveness: the burst's frames in capture order, and the turn the subject was asked for."""
+        files = [("frames", (f"{i}.img", data, content_type)) for i, data in enumerate(frames)]
+        headers = {"x-request-id": request_id} if request_id else {}
+        params = {"direction": TurnDirection(direction).value}
+        resp = await self.request("POST", "/v1/liveness", files=files, params=params, headers=headers)
+        return self.parse(resp, LivenessResponse)
 
     async def model(self) -> ModelDescriptor:
         return self.parse(await self.request("GET", "/v1/model"), ModelDescriptor)

@@ -32,6 +32,7 @@ from services.embedder.align import AlignMode, extract_chips
 from services.embedder.batching import MicroBatcher
 from services.embedder.detector import LANDMARK_KEYS, Detection, DetectJob, FaceDetector
 from services.embedder.imaging import DecodedImage, decode_image
+from services.embedder.landmarks import ShapePredictor
 from services.embedder.models import FaceModel, create_model
 from services.embedder.models.head import EmbeddingHead, load_head
 from services.embedder.models.tf_runtime import configure_tensorflow, pick_device
@@ -78,6 +79,7 @@ class FacePipeline:
         self._lock = threading.Lock()  # the sync path runs TF from the caller's thread, one image at a time
         # bounds the memory a burst of large images can take at once (each decode is itself budgeted)
         self._decode_slots = asyncio.Semaphore(s.max_concurrent_decodes)
+        self.landmarks = ShapePredictor()  # dlib's 68 points, for the liveness burst check
         self._detect_batcher: MicroBatcher[DetectJob, list[Detection]] | None = None
         self._embed_batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
 
@@ -98,6 +100,7 @@ class FacePipeline:
             self.detector.device = pick_device(s.device).lstrip("/")
             self.detector.load()
             self.model.load()
+            self.landmarks.load()
             self.state = "warming"
             # First calls pay TF graph optimisation; warm the batch sizes the batchers will use.
             self.model.warm_up((1, min(8, s.max_batch)))
@@ -183,26 +186,7 @@ class FacePipeline:
         return _Analysis(image, faces, chips, qualities, reasons, passed)
 
     def respond(self, a: _Analysis, embeddings: np.ndarray, profile: QualityProfile) -> EmbedResponse:
-        faces = [
-            Face(
-                box=Box(
-                    x=round(float(d.box[0])),
-                    y=round(float(d.box[1])),
-                    width=round(float(d.box[2])),
-                    height=round(float(d.box[3])),
-                ),
-                landmarks=Landmarks(
-                    **{
-                        k: (round(float(p[0]), 2), round(float(p[1]), 2))
-                        for k, p in zip(LANDMARK_KEYS, d.landmarks, strict=True)
-                    }
-                ),
-                score=round(d.score, 5),
-                quality=q,
-                embedding=e.astype(float).tolist(),
-            )
-            for d, q, e in zip(a.faces, a.qualities, embeddings, strict=True)
-        ]
+        faces = [face_message(d, q, e) for d, q, e in zip(a.faces, a.qualities, embeddings, strict=True)]
         metrics.FACES_PER_IMAGE.observe(len(a.faces))
         metrics.IMAGES.labels(profile.value, str(a.passed).lower()).inc()
         for r in a.reasons:
@@ -242,6 +226,29 @@ class FacePipeline:
         return self.respond(a, emb, QualityProfile(profile))
 
     # -- async API (the service) -------------------------------------------------------------------------
+    def _batchers(self) -> tuple[MicroBatcher[DetectJob, list[Detection]], MicroBatcher[np.ndarray, np.ndarray]]:
+        if self._detect_batcher is None or self._embed_batcher is None:
+            self.start_batchers()
+        assert self._detect_batcher is not None and self._embed_batcher is not None
+        return self._detect_batcher, self._embed_batcher
+
+    async def adecode(self, data: bytes) -> DecodedImage:
+        """Decode off the event loop, within the concurrent-decode bound."""
+        async with self._decode_slots:
+            return await asyncio.to_thread(self.decode, data)
+
+    async def adetect(self, rgb: np.ndarray) -> list[Detection]:
+        """MTCNN on one frame through the shared detection batcher (largest face first)."""
+        self._require_ready()
+        job = await asyncio.to_thread(self.detector.prepare, rgb, None)
+        return await self._batchers()[0].submit(job)
+
+    async def aembed_chips(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Embeddings of chips through the shared embedding batcher."""
+        self._require_ready()
+        vectors = await self._batchers()[1].submit_many(chips)
+        return np.stack(vectors) if vectors else np.zeros((0, self.descriptor.dim), np.float32)
+
     async def aembed_image(
         self,
         data: bytes,
@@ -251,25 +258,42 @@ class FacePipeline:
         min_face_size: int | None = None,
     ) -> EmbedResponse:
         self._require_ready()
-        if self._detect_batcher is None or self._embed_batcher is None:
-            self.start_batchers()
-        assert self._detect_batcher is not None and self._embed_batcher is not None
+        detect_batcher, _ = self._batchers()
         profile = QualityProfile(profile)
         t0 = time.perf_counter()
         # Decoding and resizing release the GIL; keep them off the event loop too.
-        async with self._decode_slots:
-            image = await asyncio.to_thread(self.decode, data)
+        image = await self.adecode(data)
         job = await asyncio.to_thread(self.detector.prepare, image.rgb, min_face_size)
         t1 = time.perf_counter()
-        dets = await self._detect_batcher.submit(job)
+        dets = await detect_batcher.submit(job)
         t2 = time.perf_counter()
         a = await asyncio.to_thread(self.analyse, image, dets, profile, max_faces)
         t3 = time.perf_counter()
-        vectors = await self._embed_batcher.submit_many(list(a.chips))
-        emb = np.stack(vectors) if vectors else np.zeros((0, self.descriptor.dim), np.float32)
+        emb = await self.aembed_chips(list(a.chips))
         t4 = time.perf_counter()
         _observe_stages(t0, t1, t2, t3, t4)
         return self.respond(a, emb, profile)
+
+
+def face_message(d: Detection, quality: FaceQuality, embedding: np.ndarray) -> Face:
+    """One detected, scored and embedded face as the API reports it."""
+    return Face(
+        box=Box(
+            x=round(float(d.box[0])),
+            y=round(float(d.box[1])),
+            width=round(float(d.box[2])),
+            height=round(float(d.box[3])),
+        ),
+        landmarks=Landmarks(
+            **{
+                k: (round(float(p[0]), 2), round(float(p[1]), 2))
+                for k, p in zip(LANDMARK_KEYS, d.landmarks, strict=True)
+            }
+        ),
+        score=round(d.score, 5),
+        quality=quality,
+        embedding=embedding.astype(float).tolist(),
+    )
 
 
 def _observe_stages(t0: float, t1: float, t2: float, t3: float, t4: float) -> None:

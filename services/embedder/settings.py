@@ -62,6 +62,28 @@ GATE_DEFAULT = QualityThresholds(
 )
 
 
+class LivenessThresholds(BaseModel):
+    """The burst check of POST /v1/liveness (issue 17): input bounds and the decision thresholds.
+
+    Thresholds chosen on the TUNING cases of `bench/liveness.py` only (README "Presentation attacks").
+    """
+
+    min_frames: int = Field(default=4, ge=2, le=64)
+    max_frames: int = Field(default=12, ge=2, le=64)
+    max_burst_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)  # all frames together
+    # The head must turn at least this far (degrees, generic-head yaw from the nose's offset) in the asked
+    # direction, relative to the burst's first frames; a turn at least this far the other way is the wrong one.
+    min_turn_deg: float = Field(default=12.0, ge=1.0, le=90.0)
+    # The landmarks' shape must change at least this much (RMS after a similarity, in eye-to-mouth distances)
+    # between the frontal and the most turned frame for the plane test to speak; below it the motion is noise.
+    min_deformation: float = Field(default=0.03, ge=0.0, le=1.0)
+    # At least this share of the shape change explained by one homography is a flat picture.
+    max_planarity: float = Field(default=0.75, ge=0.0, le=1.0)
+    # First and last frames further than this (cosine distance) from the frontal one: another person. Unset: the
+    # model's calibrated 1:1 threshold (its descriptor's verify_threshold, FMR 1e-3).
+    same_face_distance: float | None = Field(default=None, ge=0.0, le=2.0)
+
+
 class EmbedderSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FACEGATE_EMBEDDER_",
@@ -114,6 +136,7 @@ class EmbedderSettings(BaseSettings):
 
     enrol: QualityThresholds = ENROL_DEFAULT
     gate: QualityThresholds = GATE_DEFAULT
+    liveness: LivenessThresholds = LivenessThresholds()
 
     # Service-to-service credential: the app refuses to start without it (services/common/internal_auth.py).
     # Optional here only so tools that use the pipeline without the app (calibrate) need none.
