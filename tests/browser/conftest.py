@@ -111,11 +111,18 @@ def make_y4m(photo: Path, out: Path, frames: int = 30) -> Path:
     canvas = np.full((FRAME_H, FRAME_W, 3), 128, np.uint8)
     y0, x0 = (FRAME_H - resized.shape[0]) // 2, (FRAME_W - resized.shape[1]) // 2
     canvas[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
-    yuv = cv2.cvtColor(canvas, cv2.COLOR_BGR2YUV_I420).tobytes()
+    return write_y4m([canvas] * frames, out, fps=15)
+
+
+def write_y4m(frames: list[Any], out: Path, fps: int) -> Path:
+    """BGR 640x480 frames as a y4m video at `fps` (Chromium's fake camera plays it in a loop at that rate)."""
+    import cv2
+
     with out.open("wb") as f:
-        f.write(f"YUV4MPEG2 W{FRAME_W} H{FRAME_H} F15:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            f.write(b"FRAME\n" + yuv)
+        f.write(f"YUV4MPEG2 W{FRAME_W} H{FRAME_H} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            assert frame.shape == (FRAME_H, FRAME_W, 3), frame.shape
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
     return out
 
 
