@@ -69,6 +69,7 @@ class World:
     targets: dict[str, Target]
     gate_tickets: dict[str, str]  # gate caller name -> a ticket enrolled in its own event
     orgs: dict[str, httpx.AsyncClient]  # tenant -> its organiser
+    gate_events: list[tuple[str, str]] = field(default_factory=list)  # (tenant, event) of every gate caller
 
     def client_of(self, caller_name: str) -> httpx.AsyncClient:
         header = next(c.header for c in self.callers if c.name == caller_name)
@@ -192,6 +193,21 @@ def _gate(path: str) -> Builder:
     return build
 
 
+def _burst(path: str) -> Builder:
+    async def build(w: World, t: Target, allowed: bool) -> Request:
+        # a still photo four times: the challenge is not answered (200 deny liveness_failed) but the call is allowed
+        data = {"ticket_code": ""} if path.startswith("/v1/gate/verify") else {}
+        return Request("POST", path, {"data": data, "files": [("frames", _photo(w, 3))] * 4})
+
+    return build
+
+
+async def _liveness(w: World, mode: str) -> None:
+    for tenant, event_id in w.gate_events:
+        r = await w.orgs[tenant].patch(f"/v1/events/{event_id}", json={"liveness": mode})
+        assert r.status_code == 200, r.text
+
+
 @dataclass(frozen=True)
 class Entry:
     rule: Rule
@@ -228,7 +244,13 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", "/v1/events/{event_id}/imports/{job_id}"): Entry(Rule.EVENT, 200, _on_job),
     ("POST", "/v1/gate/verify"): Entry(Rule.GATE, 200, _gate("/v1/gate/verify")),
     ("POST", "/v1/gate/identify"): Entry(Rule.GATE, 200, _gate("/v1/gate/identify")),
+    # the head-turn challenge: sent with every gate caller's event switched to liveness "challenge" (see `_send`)
+    ("GET", "/v1/gate/event"): Entry(Rule.GATE, 200, _const("GET", "/v1/gate/event")),
+    ("POST", "/v1/gate/challenge"): Entry(Rule.GATE, 201, _const("POST", "/v1/gate/challenge")),
+    ("POST", "/v1/gate/verify/burst"): Entry(Rule.GATE, 200, _burst("/v1/gate/verify/burst")),
+    ("POST", "/v1/gate/identify/burst"): Entry(Rule.GATE, 200, _burst("/v1/gate/identify/burst")),
 }
+LIVENESS_ROUTES = ("/v1/gate/challenge", "/v1/gate/verify/burst", "/v1/gate/identify/burst")
 # Operational and documentation routes are public by design; anything outside /v1/ (the web console and kiosk
 # pages and their static files) is public too: the pages hold no data, they call the API with the user's key.
 PUBLIC_OPS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -330,16 +352,28 @@ async def world(gateway: Gateway, admin: httpx.AsyncClient, new_tenant: Callable
         Caller("gate of A's other event", f"Bearer {a2_gate}", "gate", "A"),
         Caller("gate of B's event (other tenant)", f"Bearer {token(b.gate)}", "gate", "B"),
     ]
-    return World(gateway, admin, gateway.client(), faces, callers, targets, gate_tickets, {"A": a.org, "B": b.org})
+    gate_events = [("A", a.event_id), ("A", a2_event), ("B", b.event_id)]
+    orgs = {"A": a.org, "B": b.org}
+    return World(gateway, admin, gateway.client(), faces, callers, targets, gate_tickets, orgs, gate_events)
 
 
 async def _send(w: World, key: tuple[str, str], entry: Entry, caller: Caller, target: Target, allowed: bool) -> Any:
     req = await entry.build(w, target, allowed)
     kwargs = dict(req.kwargs)
-    if key[1] == "/v1/gate/verify":
+    if key[1] in ("/v1/gate/verify", "/v1/gate/verify/burst"):
         kwargs["data"] = {"ticket_code": w.gate_tickets.get(caller.name, target.ticket)}
     headers = {"authorization": caller.header} if caller.header else {}
-    return await w.raw.request(req.method, req.url, headers=headers, **kwargs)
+    if key[1] not in LIVENESS_ROUTES:
+        return await w.raw.request(req.method, req.url, headers=headers, **kwargs)
+    await _liveness(w, "challenge")
+    try:
+        if key[1].endswith("/burst"):  # a gate's own fresh challenge; others never get as far as the nonce
+            r = await w.raw.post("/v1/gate/challenge", headers=headers)
+            nonce = r.json()["nonce"] if r.status_code == 201 else "x" * 32
+            kwargs["data"] = {**kwargs.get("data", {}), "nonce": nonce}
+        return await w.raw.request(req.method, req.url, headers=headers, **kwargs)
+    finally:
+        await _liveness(w, "off")
 
 
 # --- the tests ---------------------------------------------------------------------------------------------------
