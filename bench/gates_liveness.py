@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.stack import Stack
 from services.tools import headturn
@@ -101,6 +102,19 @@ def cpu_seconds(stack: Stack) -> float:
         except psutil.NoSuchProcess:
             continue  # a backend that ended: its CPU is lost to both levels alike
     return total
+
+
+def server_decisions(stack: Stack) -> float:
+    """Decisions the gateway has made so far (its counter): a decision whose answer the client gave up waiting
+    for still cost its CPU, so CPU per decision divides by these, not by the answers received."""
+    text = httpx.get(stack.url("gateway") + "/metrics", timeout=10).text
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "facegate_gateway_decisions"
+        for s in fam.samples
+        if s.name == "facegate_gateway_decisions_total"
+    )
 
 
 async def send_burst(
