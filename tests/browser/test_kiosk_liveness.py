@@ -171,3 +171,37 @@ def test_printed_photo_turned_as_asked_is_a_presentation_attack(
     shots(page, "kiosk-liveness-attack")
     entry = last_log(site)
     assert (entry["decision"], entry["reason"], entry["liveness"]) == ("deny", "presentation_attack", "planar_motion")
+
+
+def test_console_creates_shows_and_switches_the_head_turn_check(site: Site, launch: Callable[..., Any]) -> None:
+    page = launch().new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(site.url + "/")
+    page.get_by_label("API key (organiser)").fill(site.org_token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("#app-view:not([hidden])")
+    # the current event (the site's, created with the check on) is shown with it, once the events are loaded
+    page.wait_for_function("() => document.getElementById('event-liveness-line').dataset.liveness === 'challenge'")
+    page.locator("#event-create summary").click()
+    page.get_by_label("Event name").fill("Head-turn Arena")
+    page.get_by_label("Head-turn check against photos and screens").check()
+    page.get_by_role("button", name="Create event").click()
+    page.wait_for_function(
+        "() => document.querySelector('#event-select option:checked').textContent.includes('Head-turn')"
+    )
+    line = page.locator("#event-liveness-line")
+    page.wait_for_function("() => document.getElementById('event-liveness-line').dataset.liveness === 'challenge'")
+    assert "Head-turn check: on" in line.inner_text()
+    event_id = page.locator("#event-select").input_value()
+    assert event_id != site.event_id
+
+    def stored() -> str:
+        with site.client(site.org_token) as org:
+            return str(org.get(f"/v1/events/{event_id}").json()["liveness"])
+
+    assert stored() == "challenge"
+    page.get_by_role("button", name="Turn off").click()
+    page.wait_for_function("() => document.getElementById('event-liveness-line').dataset.liveness === 'off'")
+    assert "Head-turn check: off" in line.inner_text() and stored() == "off"
+    page.get_by_role("button", name="Turn on").click()
+    page.wait_for_function("() => document.getElementById('event-liveness-line').dataset.liveness === 'challenge'")
+    assert stored() == "challenge"
