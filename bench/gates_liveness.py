@@ -27,8 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.stack import Stack
 from services.tools import headturn
 
-GUIDE_S = 0.6  # the kiosk's words and arrow before its first frame (kiosk.js GUIDE_LEAD_MS)
-CAPTURE_S = 1.6  # its capture span (kiosk.js BURST_MS)
+CAPTURE_S = 1.2  # the kiosk's capture span, from the guidance on (kiosk.js BURST_MS)
 KIND_WEIGHTS = {"live": 0.6, "attack": 0.4}
 INTERVIEWEE = "Interviewee"
 
@@ -139,7 +138,7 @@ async def send_burst(
     if r.status_code != 201:
         return sample(n, mode, burst.kind, challenge_ms, lag * 1e3, r.status_code, reason="challenge")
     c = r.json()
-    await asyncio.sleep(GUIDE_S + CAPTURE_S)  # the person reads, turns, and the kiosk captures
+    await asyncio.sleep(CAPTURE_S)  # the person reads, turns, and the kiosk captures
     files = [("frames", (f"f{i}.jpg", data, "image/jpeg")) for i, data in enumerate(burst.frames[c["direction"]])]
     data = {"nonce": c["nonce"]} | ({"ticket_code": tickets[burst.person]} if mode == "verify" else {})
     sent = loop.time()

@@ -25,7 +25,8 @@ from tests.browser.conftest import Site, new_site, states, watch, write_y4m
 from tests.gateway.conftest import Faces
 
 FPS = 25
-HOLD, PROFILE = 30, 35  # frames of the still view before the turn (1.2 s) and after it (1.4 s)
+# frames of the still view before the turn (0.64 s: the kiosk's capture starts with its guidance) and after it
+HOLD, PROFILE = 16, 35
 MARKED = 4  # the first frames of a segment carry its marker (160 ms)
 SLOTS = {"right": 0, "left": 1}  # marker square per segment, 40 px apart along the top edge
 DECISION_TIMEOUT_MS = 90_000  # the first burst pays for the analysis' warm-up on 2 shared cores

@@ -9,8 +9,10 @@
 // On an event with the head-turn check (liveness "challenge", read from GET /v1/gate/event), a steady scene starts
 // a challenge instead: the gateway picks left or right, the page says so in words and with an arrow on that side
 // (the preview is mirrored, so the person's left is the screen's left and their picture turns the same way),
-// captures BURST_FRAMES frames over BURST_MS and posts them with the challenge's nonce. A failed turn is asked
-// once more with a fresh challenge; a second failure is a decision like any other.
+// captures BURST_FRAMES frames over BURST_MS and posts them with the challenge's nonce. Capture starts with the
+// guidance: the first frames, while the person reads, are the still start the turn is measured from, and the
+// whole challenge adds about BURST_MS plus the burst's upload to a decision (issue 17: at most 1.5 s). A failed
+// turn is asked once more with a fresh challenge; a second failure is a decision like any other.
 import { ApiError, NetworkError, call, reasonText, storeKey, storedKey } from "/web/api.js";
 
 const KEY = "facegate.kiosk.key";
@@ -26,8 +28,7 @@ const TICKET_TTL_MS = 30000;    // a typed or scanned ticket not used by then is
 const FRAME_MAX_SIDE = 960;
 const GUIDANCE = new Set(["no_face", "multiple_faces", "low_quality"]);
 const BURST_FRAMES = 8;         // within the challenge's frames.min-frames.max
-const BURST_MS = 1600;          // capture span, under the challenge's max_duration_ms
-const GUIDE_LEAD_MS = 600;      // the words and arrow are up this long before the first frame is taken
+const BURST_MS = 1200;          // capture span, under the challenge's max_duration_ms: reading, reacting, turning
 const RETRY_PAUSE_MS = 1200;    // "once more" stays up this long before the second challenge
 
 const $ = (id) => document.getElementById(id);
@@ -267,8 +268,6 @@ async function sendBurst(scene, attempt = 1) {
     if (seq !== state.seq) return;
     setState("challenge");
     showGuide(challenge.direction);
-    await sleep(GUIDE_LEAD_MS);
-    if (seq !== state.seq) return hideGuide();
     const frames = await captureBurst(challenge);
     hideGuide();
     if (seq !== state.seq) return;
