@@ -2,7 +2,7 @@
 and redeem it with the burst of frames that answers it.
 
 - Issue (`issue`): a random direction (`secrets`), a 192-bit nonce bound to the gate key and its event, expiring
-  `challenge_ttl_s` after issue by the database's clock. Expired rows of the same key are pruned on the way.
+  `challenge_ttl_s` after issue by the database's clock. The same key's rows expired a minute ago are pruned then.
 - Redeem (`Burst.see`): one conditional UPDATE marks the nonce used if it is this key's, this event's, unused and
   unexpired. It runs in the request's unit of work, so the nonce is spent exactly when a decision is logged: a
   second request with it waits on the row lock and then finds it used; a fault (503) or bad input (4xx) rolls it
@@ -47,8 +47,11 @@ _GUIDANCE = {LivenessFailure.NO_FACE: Reason.NO_FACE, LivenessFailure.MULTIPLE_F
 
 async def issue(session: AsyncSession, *, principal: Principal, event: Event, ttl_s: float) -> Challenge:
     now = func.clock_timestamp()
+    # a minute after expiry: a burst still being decided holds its row's lock, and issuing must not wait on it
     await session.execute(
-        delete(GateChallenge).where(GateChallenge.gate_key_id == principal.key_id, GateChallenge.expires_at < now)
+        delete(GateChallenge).where(
+            GateChallenge.gate_key_id == principal.key_id, GateChallenge.expires_at < now - timedelta(minutes=1)
+        )
     )
     direction = secrets.choice(list(TurnDirection))
     nonce = secrets.token_urlsafe(NONCE_BYTES)
