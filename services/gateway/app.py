@@ -27,17 +27,18 @@ from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.internal_auth import bearer, require_token
 from services.common.observability import install_observability
+from services.embedder.client import EmbedderClient
 from services.gateway import multipart
 from services.gateway.api import attendees, events, gate, imports, keys, web
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.bodylimit import limits as body_limits
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
 from services.gateway.idempotency import purge_idempotency_keys
 from services.gateway.imports import mark_interrupted
 from services.gateway.redishealth import RedisHealth
 from services.gateway.settings import GatewaySettings
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway")
 
@@ -96,9 +97,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from services.embedder.client import EmbedderClient
-        from services.matcher.client import MatcherClient
-
         engine = build_engine(settings)
         redis = build_redis(settings)
         embedder = EmbedderClient(
@@ -106,12 +104,14 @@ def create_app(
             transport=embedder_transport,
             timeout=settings.embedder_timeout_s,
             headers=bearer(settings.embedder_token),
+            retry_after_s=settings.retry_after_s,
         )
         matcher = MatcherClient(
             base_url=settings.matcher_url,
             transport=matcher_transport,
             timeout=settings.matcher_timeout_s,
             headers=bearer(settings.matcher_token),
+            retry_after_s=settings.retry_after_s,
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -121,7 +121,8 @@ def create_app(
         app.state.template_cache = TemplateCache(
             redis, ttl_s=settings.template_cache_ttl_s, health=app.state.redis_health
         )
-        app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
+        app.state.embedder = embedder  # the typed clients, reached through deps.EmbedderDep / MatcherDep
+        app.state.matcher = matcher
         app.state.jobs = set()
         app.state.bootstrapped = False
         await _bootstrap(app, settings)
@@ -180,8 +181,8 @@ def _ops_router() -> APIRouter:
                 await asyncio.gather(
                     _check_db(state.engine),
                     _check_redis(state.redis),
-                    state.downstream.embedder.readiness(),
-                    state.downstream.matcher.readiness(),
+                    state.embedder.readiness(),
+                    state.matcher.readiness(),
                 ),
                 strict=True,
             )

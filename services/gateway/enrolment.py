@@ -28,29 +28,30 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import BadRequest, Conflict
+from services.common.errors import BadRequest, Conflict, DependencyUnavailable
 from services.contracts.embedder import EmbedResponse, QualityProfile
 from services.contracts.matcher import TemplateIn, TemplatesCreate
+from services.embedder.client import EmbedderClient
 from services.gateway.attendees import get_attendee
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
 from services.gateway.duplicates import check_duplicate_faces
-from services.gateway.errors import DependencyUnavailable, QualityRejected
+from services.gateway.errors import QualityRejected
 from services.gateway.events import check_embedded_model
 from services.gateway.idempotency import request_fingerprint, stored_response
 from services.gateway.schemas import AttendeeOut, Enrolled, FaceFound, PhotoReport
 from services.gateway.tables import Attendee, Event, IdempotencyKey
 from services.gateway.text import ticket_key
 from services.gateway.uploads import Photo, check_image, clean_text
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.enrolment")
 
 
-async def _embed_all(downstream: Downstream, photos: list[Photo]) -> list[EmbedResponse]:
+async def _embed_all(embedder: EmbedderClient, photos: list[Photo]) -> list[EmbedResponse]:
     """Embed concurrently (the embedder batches across requests); any fault fails the whole enrolment."""
     results = await asyncio.gather(
-        *(downstream.embed(p.data, p.content_type, profile=QualityProfile.ENROL, max_faces=None) for p in photos),
+        *(embedder.embed(p.data, p.content_type, QualityProfile.ENROL) for p in photos),
         return_exceptions=True,
     )
     for result in results:
@@ -92,14 +93,14 @@ def _templates(
     return TemplatesCreate(templates=items)
 
 
-async def _embed_and_check(downstream: Downstream, photos: list[Photo], max_photos: int) -> list[EmbedResponse]:
+async def _embed_and_check(embedder: EmbedderClient, photos: list[Photo], max_photos: int) -> list[EmbedResponse]:
     if not photos:
         raise BadRequest("at least one photo is required")
     if len(photos) > max_photos:
         raise BadRequest(f"at most {max_photos} photos per request")
     for p in photos:
         check_image(p)
-    embedded = await _embed_all(downstream, photos)
+    embedded = await _embed_all(embedder, photos)
     reports = _reports(photos, embedded)
     if not all(r.passed for r in reports):
         raise QualityRejected([r.model_dump() for r in reports])
@@ -116,7 +117,8 @@ async def enrol(
     external_ref: str | None,
     photos: list[Photo],
     idempotency_key: str | None,
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     cache: TemplateCache,
     max_photos: int,
     idempotency_ttl: timedelta = timedelta(days=7),
@@ -143,12 +145,10 @@ async def enrol(
     if taken is not None:
         raise Conflict(f"ticket code {ticket_code!r} is already registered for this event", code="ticket_exists")
 
-    embedded = await _embed_and_check(downstream, photos, max_photos)
-    await check_duplicate_faces(
-        session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face
-    )
+    embedded = await _embed_and_check(embedder, photos, max_photos)
+    await check_duplicate_faces(session, event=event, embedded=embedded, matcher=matcher, allow=allow_duplicate_face)
     attendee_id = uuid.uuid4()
-    batch = _templates(attendee_id, event, embedded, downstream.retry_after_s)
+    batch = _templates(attendee_id, event, embedded, embedder.retry_after_s)
 
     attendee = Attendee(
         id=attendee_id,
@@ -181,9 +181,9 @@ async def enrol(
         # After the ticket's row is in: a concurrent retry of this very request has by now either replayed the
         # first answer (above) or is a different ticket, so a face found here really is someone else's.
         await check_duplicate_faces(
-            session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face
+            session, event=event, embedded=embedded, matcher=matcher, allow=allow_duplicate_face
         )
-        await downstream.add_templates(event_id, batch)
+        await matcher.add_templates(event_id, batch)
     except BaseException:
         await session.rollback()  # nothing was committed; the matcher took nothing either (one batch)
         raise
@@ -211,7 +211,7 @@ async def enrol(
     except (SQLAlchemyError, OSError) as exc:
         log.warning("enrolment commit failed after the matcher stored templates; compensating: %r", exc)
         await session.rollback()
-        await _compensate(downstream, event_id, attendee_id)
+        await _compensate(matcher, event_id, attendee_id)
         if isinstance(exc, IntegrityError) and idempotency_key:
             stored = await stored_response(
                 session, principal=principal, key=idempotency_key, fingerprint=fingerprint, ttl=idempotency_ttl
@@ -220,14 +220,14 @@ async def enrol(
                 return stored
         if isinstance(exc, IntegrityError):
             raise Conflict("the attendee could not be stored: conflicting write", code="conflict") from exc
-        raise DependencyUnavailable("database", downstream.retry_after_s) from exc
+        raise DependencyUnavailable("database", matcher.retry_after_s) from exc
     await cache.invalidate(event_id, attendee_id)
     return 201, body
 
 
-async def _compensate(downstream: Downstream, event_id: uuid.UUID, attendee_id: uuid.UUID) -> None:
+async def _compensate(matcher: MatcherClient, event_id: uuid.UUID, attendee_id: uuid.UUID) -> None:
     try:
-        await downstream.delete_attendee(event_id, attendee_id)
+        await matcher.delete_attendee(event_id, attendee_id)
     except Exception as exc:  # the orphan templates belong to no attendee row: no gate can ever match them
         log.error("compensation failed: templates of %s/%s left in the matcher: %r", event_id, attendee_id, exc)
 
@@ -238,21 +238,22 @@ async def add_photos(
     event: Event,
     attendee_id: uuid.UUID,
     photos: list[Photo],
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     cache: TemplateCache,
     max_photos: int,
     allow_duplicate_face: bool = False,
 ) -> Enrolled:
     attendee = await get_attendee(session, event=event, attendee_id=attendee_id)
-    embedded = await _embed_and_check(downstream, photos, max_photos)
+    embedded = await _embed_and_check(embedder, photos, max_photos)
     await check_duplicate_faces(
-        session, event=event, embedded=embedded, downstream=downstream, allow=allow_duplicate_face,
+        session, event=event, embedded=embedded, matcher=matcher, allow=allow_duplicate_face,
         attendee_id=attendee.id,
     )  # fmt: skip
-    batch = _templates(attendee.id, event, embedded, downstream.retry_after_s)
+    batch = _templates(attendee.id, event, embedded, embedder.retry_after_s)
     # Lock the row: an erase running concurrently must not leave these templates behind.
     await session.execute(select(Attendee.id).where(Attendee.id == attendee.id).with_for_update())
-    await downstream.add_templates(event.id, batch)
+    await matcher.add_templates(event.id, batch)
     attendee.templates += len(batch.templates)
     await session.flush()
     await cache.invalidate(event.id, attendee.id)

@@ -33,17 +33,17 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import cast
 
-from services.common.errors import FacegateError, Unprocessable
+from services.common.errors import DependencyUnavailable, FacegateError, Unprocessable
 from services.contracts.images import MAX_IMAGE_BYTES
+from services.embedder.client import EmbedderClient
 from services.gateway import enrolment
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
-from services.gateway.errors import DependencyUnavailable
 from services.gateway.schemas import CONTROL_CHARS
 from services.gateway.tables import Event, ImportJob
 from services.gateway.text import ticket_key
 from services.gateway.uploads import Photo
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.imports")
 
@@ -187,7 +187,8 @@ async def run_job(
     rows: list[ImportRow],
     archive: zipfile.ZipFile,
     sessionmaker: async_sessionmaker[AsyncSession],
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     cache: TemplateCache,
     max_photos: int,
     concurrency: int = 4,
@@ -231,7 +232,8 @@ async def run_job(
                             external_ref=row.external_ref,
                             photos=photos,
                             idempotency_key=f"import:{job_id}:{row.index}",
-                            downstream=downstream,
+                            embedder=embedder,
+                            matcher=matcher,
                             cache=cache,
                             max_photos=max_photos,
                         )

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import attendees, enrolment, events
 from services.gateway.authfirst import AuthFirstRoute
-from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import AttendeeList, AttendeeOut, Enrolled, Erased
 from services.gateway.uploads import read_upload, single_valued
 
@@ -29,7 +29,8 @@ async def enrol(
     event_id: uuid.UUID,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     name: Annotated[str, Form(min_length=1, max_length=200)],
@@ -53,7 +54,8 @@ async def enrol(
         external_ref=external_ref,
         photos=[await read_upload(p) for p in photos],
         idempotency_key=idempotency_key,
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         cache=cache,
         max_photos=settings.max_photos_per_request,
         idempotency_ttl=timedelta(seconds=settings.idempotency_ttl_s),
@@ -95,7 +97,8 @@ async def add_photos(
     attendee_id: uuid.UUID,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     photos: Annotated[list[UploadFile], File()],
@@ -107,7 +110,8 @@ async def add_photos(
         event=event,
         attendee_id=attendee_id,
         photos=[await read_upload(p) for p in photos],
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         cache=cache,
         max_photos=settings.max_photos_per_request,
         allow_duplicate_face=allow_duplicate_face,
@@ -130,10 +134,10 @@ async def erase(
     attendee_id: uuid.UUID,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    matcher: MatcherDep,
     cache: CacheDep,
 ) -> Erased:
     """Erase templates, cached vectors and personal data; the attendee's log rows are anonymised, not deleted."""
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    deleted = await attendees.erase(session, event=event, attendee_id=attendee_id, downstream=downstream, cache=cache)
+    deleted = await attendees.erase(session, event=event, attendee_id=attendee_id, matcher=matcher, cache=cache)
     return Erased(attendees=1, templates=deleted)

@@ -10,7 +10,7 @@ from services.common.errors import ERROR_RESPONSES, NotFound, PayloadTooLarge
 from services.gateway import events, imports
 from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.bodylimit import MAX_CSV_BYTES
-from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import ImportJobOut
 
 router = APIRouter(
@@ -31,7 +31,8 @@ async def start_import(
     request: Request,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     csv: Annotated[UploadFile, File(description="name,ticket_code[,external_ref][,photos]")],
@@ -55,7 +56,8 @@ async def start_import(
             rows=rows,
             archive=archive,
             sessionmaker=request.app.state.sessionmaker,
-            downstream=downstream,
+            embedder=embedder,
+            matcher=matcher,
             cache=cache,
             max_photos=settings.max_photos_per_request,
         )
