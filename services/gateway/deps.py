@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.embedder.client import EmbedderClient
 from services.gateway.auth import Principal, resolve_token
@@ -28,6 +28,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await session.commit()
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessionmaker
 
 
 def get_settings(request: Request) -> GatewaySettings:
@@ -54,6 +58,8 @@ def get_cache(request: Request) -> TemplateCache:
 # is an error response and never a 2xx for data that was not stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+# For a flow that owns its unit of work (enrolment.enrol) instead of the request's
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 RedisDep = Annotated[Any, Depends(get_redis)]
 EmbedderDep = Annotated[EmbedderClient, Depends(get_embedder)]
 MatcherDep = Annotated[MatcherClient, Depends(get_matcher)]
