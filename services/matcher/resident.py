@@ -27,7 +27,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 
 from services.common.db import CONNECT_TIMEOUT_S, libpq_url
-from services.matcher import store
+from services.matcher import search_store
 from services.matcher.settings import MatcherSettings
 
 log = logging.getLogger("facegate.matcher.resident")
@@ -148,10 +148,9 @@ class Residents:
 
     def wanted(self, templates: int) -> bool:
         """Galleries searched by HNSW (above the exact cut-over) that fit the process's budget."""
-        s = self.settings
-        return s.resident_enabled and s.exact_max_templates < templates <= s.resident_max_templates
+        return search_store.search_path(templates, self.settings) == "resident"
 
-    def current(self, event_id: uuid.UUID, meta: store.GalleryMeta) -> ResidentGallery | None:
+    def current(self, event_id: uuid.UUID, meta: search_store.GalleryMeta) -> ResidentGallery | None:
         """The resident copy if it is exactly at `meta` (read in this search's round trip); else schedule the
         copy to catch up (or be built) and return None, so this search goes to Postgres."""
         res = self.galleries.get(event_id)
@@ -213,8 +212,8 @@ class Residents:
             if row is None or not self.wanted(int(row[2])):
                 self.forget(event_id)
                 return
-            meta = store.GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3])
-            table = store.quoted_partition(event_id)
+            meta = search_store.GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3])
+            table = search_store.quoted_partition(event_id)
             res = self.galleries.get(event_id)
             if res is not None and res.model_id == meta.model_id and res.dim == meta.dim:
                 if res.version == meta.version:
