@@ -2,7 +2,8 @@
 
 The lifespan builds the engine, sessionmaker, Redis client and the embedder/matcher clients and puts them on
 `app.state`; endpoints reach them through the dependencies in `deps.py`. On start, a bootstrap admin key is
-created when no admin key exists (printed once), or from `FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY`.
+created when no admin key exists (printed once), or from `FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY`; when the
+database is not up yet, a background task keeps trying (`/readyz` only reports, it never writes).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def build_redis(settings: GatewaySettings) -> Any:
 
 
 async def _bootstrap(app: FastAPI, settings: GatewaySettings) -> None:
+    """Create the bootstrap admin key if there is no admin key yet (printed once); sets `app.state.bootstrapped`."""
     token = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
     try:
         created = await ensure_bootstrap_admin(app.state.sessionmaker, token=token)
@@ -75,13 +77,25 @@ async def _bootstrap(app: FastAPI, settings: GatewaySettings) -> None:
         return  # another worker created it at the same moment
     except Exception as exc:
         log.warning("bootstrap admin key not checked yet (database not ready?): %r", exc)
-        return  # /readyz tries again
+        return  # _bootstrap_until_done tries again
     app.state.bootstrapped = True
     if created is not None:
         if token is None:
             # Printed once, on the first start with no admin key; only its hash is stored.
             print(f"facegate gateway: bootstrap admin key (shown once): {created}", flush=True)
         log.warning("bootstrap admin key created")
+
+
+async def _bootstrap_until_done(app: FastAPI, settings: GatewaySettings, every_s: float = 2.0) -> None:
+    """A start before the database is up checks the key once it is, in the background: a start-up step, so that
+    /readyz only reports and never writes."""
+    while not app.state.bootstrapped:
+        await asyncio.sleep(every_s)
+        await _bootstrap(app, settings)
+        if not app.state.bootstrapped:
+            retry = asyncio.create_task(_bootstrap_until_done(app, settings))
+            app.state.jobs.add(retry)  # cancelled at shutdown with the import jobs
+            retry.add_done_callback(app.state.jobs.discard)
 
 
 def create_app(
@@ -126,6 +140,10 @@ def create_app(
         app.state.jobs = set()
         app.state.bootstrapped = False
         await _bootstrap(app, settings)
+        if not app.state.bootstrapped:
+            retry = asyncio.create_task(_bootstrap_until_done(app, settings))
+            app.state.jobs.add(retry)  # cancelled at shutdown with the import jobs
+            retry.add_done_callback(app.state.jobs.discard)
         try:
             await mark_interrupted(app.state.sessionmaker)
             async with app.state.sessionmaker() as session, session.begin():
@@ -187,8 +205,6 @@ def _ops_router() -> APIRouter:
                 strict=True,
             )
         )
-        if checks["database"] == "ok" and not state.bootstrapped:
-            await _bootstrap(request.app, state.settings)
         ready = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ready else "not_ready", checks=checks)
         return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from services.common.errors import NotFound
+from services.contracts.distance import min_cosine_distance
 from services.contracts.matcher import DistanceRequest
 from services.gateway.redishealth import REDIS_ERRORS, RedisHealth
 from services.matcher.client import MatcherClient
@@ -44,15 +45,6 @@ def pack(vectors: np.ndarray) -> bytes:
 def unpack(blob: bytes) -> np.ndarray:
     n, dim = _HEADER.unpack_from(blob)
     return np.frombuffer(blob, dtype="<f4", offset=_HEADER.size, count=n * dim).reshape(n, dim)
-
-
-def min_cosine_distance(templates: np.ndarray, probe: np.ndarray) -> float:
-    """min over templates of 1 - cos(t, p); vectors are re-normalised so stored rounding cannot bias it."""
-    t = templates.astype(np.float64)
-    p = probe.astype(np.float64)
-    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    p /= max(float(np.linalg.norm(p)), 1e-12)
-    return float(np.min(1.0 - t @ p))
 
 
 @dataclass(frozen=True)
