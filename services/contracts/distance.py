@@ -2,8 +2,9 @@
 minimum over their templates.
 
 Where it is computed: the matcher in SQL (pgvector's `<=>` on the unit vectors it stores: its 1:1 endpoint and
-exact search) and in its resident hnswlib copies (space "cosine"); the gateway here, on the templates it caches in
-Redis for the 1:1 fast path, so a cached answer and the matcher's are on one scale. The thresholds in `contracts/calibrations/` are on this scale.
+exact search) and in its resident hnswlib copies (space "ip" on unit vectors: 1 - dot, the same number); the
+gateway here, on the templates it caches in Redis for the 1:1 fast path, so a cached answer and the matcher's are
+on one scale. The thresholds in `contracts/calibrations/` are on this scale.
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ async def search(
             return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
         except (NotFound, Unprocessable, psycopg.errors.UndefinedTable, psycopg.errors.DataError):
             cache.invalidate(event_id)  # the cached entry may be what is wrong: answer from a fresh read
-    meta = await search_store.read_gallery_meta(conn, event_id)
+    meta = await search_store.read_gallery_meta(conn.conn, event_id)
     if meta is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     cache.put(event_id, meta)
@@ -307,7 +307,7 @@ async def _search_resident(
     """The gallery row is read in this search's one round trip; the resident copy answers only if it is at the
     version read. While the read is on its way, the copy's graph is already walked (speculatively: that
     answer is kept only if the copy was at the version Postgres then returns)."""
-    pending = asyncio.ensure_future(search_store.read_gallery_meta(conn, event_id))
+    pending = asyncio.ensure_future(search_store.read_gallery_meta(conn.conn, event_id))
     early: tuple[ResidentGallery, int, list[Match]] | None = None
     copy = residents.galleries.get(event_id)
     if copy is not None and len(embedding) == copy.dim:

@@ -1,6 +1,8 @@
 """The matcher's search path, in one style: psycopg on the search pool's autocommit connections
 (`searchpool.SearchConnection`), and the one rule that picks a search's path (`search_path`).
 
+The resident copies' loader (`resident.py`) reads in the same style, on its own REPEATABLE READ connection.
+
 Why this style here: a search is the hot path. No BEGIN/COMMIT round trips, the search settings set at session
 level (once per pooled connection, again only when they change, so they never leak into the write engine's
 sessions), a binary vector parameter, and no SQLAlchemy statement/result machinery, which was 2-3x the CPU of the
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
@@ -62,8 +65,8 @@ class GalleryMeta:
     attendees: int = 0
 
 
-async def read_gallery_meta(sc: SearchConnection, event_id: uuid.UUID) -> GalleryMeta | None:
-    cur = await sc.conn.execute(
+async def read_gallery_meta(conn: psycopg.AsyncConnection, event_id: uuid.UUID) -> GalleryMeta | None:
+    cur = await conn.execute(
         "SELECT model_id, dim, templates, version, attendees FROM matcher_galleries WHERE event_id = %s", (event_id,)
     )
     row = await cur.fetchone()
@@ -129,3 +132,42 @@ def hnsw_search_sql(event_id: uuid.UUID, *, dim: int) -> str:
         " ) c ORDER BY attendee_id, d, id"
         ") g ORDER BY d, id LIMIT %(k)s"
     )
+
+
+# --- the resident copies' loader ---------------------------------------------------------------------------
+
+
+async def changed_since(conn: psycopg.AsyncConnection, event_id: uuid.UUID, version: int) -> int:
+    """How many of the gallery's templates are stamped after `version`."""
+    cur = await conn.execute(
+        f"SELECT count(*) FROM {quoted_partition(event_id)} WHERE event_id = %s AND version > %s", (event_id, version)
+    )
+    return int((await cur.fetchone() or (0,))[0])
+
+
+async def tombstones_since(conn: psycopg.AsyncConnection, event_id: uuid.UUID, version: int) -> list[uuid.UUID]:
+    """The templates deleted after `version`."""
+    cur = await conn.execute(
+        "SELECT template_id FROM matcher_tombstones WHERE event_id = %s AND version > %s", (event_id, version)
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def fetch_templates(
+    conn: psycopg.AsyncConnection, event_id: uuid.UUID, *, after: int | None
+) -> tuple[list[uuid.UUID], list[uuid.UUID], np.ndarray]:
+    """(template ids, attendee ids, vectors [n, dim]) of the partition, or of its rows stamped after `after`.
+    A server-side cursor in binary: vectors arrive as float32 arrays, 10k rows at a time."""
+    table = quoted_partition(event_id)
+    where, params = ("WHERE event_id = %s AND version > %s", (event_id, after)) if after is not None else ("", ())
+    tids: list[uuid.UUID] = []
+    aids: list[uuid.UUID] = []
+    chunks: list[np.ndarray] = []
+    async with conn.cursor(name="facegate_resident", binary=True) as cur:
+        await cur.execute(f"SELECT id, attendee_id, embedding FROM {table} {where}", params)
+        while batch := await cur.fetchmany(10_000):
+            tids.extend(r[0] for r in batch)
+            aids.extend(r[1] for r in batch)
+            chunks.append(np.stack([r[2].to_numpy() for r in batch]).astype(np.float32, copy=False))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+    return tids, aids, vectors
