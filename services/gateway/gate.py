@@ -25,19 +25,22 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.errors import DependencyUnavailable, NotFound
+from services.common.observability import current_request_id
 from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
 from services.contracts.matcher import SearchRequest
+from services.embedder.client import EmbedderClient
 from services.gateway import thresholds
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream, DownstreamNotFound
-from services.gateway.errors import DependencyUnavailable, EventNotFound, Forbidden
+from services.gateway.errors import EventNotFound, Forbidden
 from services.gateway.events import check_embedded_model
 from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
 from services.gateway.text import ticket_key
 from services.gateway.uploads import Photo, check_image, clean_text
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.gate")
 
@@ -91,9 +94,11 @@ def pick_face(embedded: EmbedResponse, settings: GatewaySettings) -> tuple[Face 
     return face, None
 
 
-async def _embed_frame(downstream: Downstream, frame: Photo, max_faces: int) -> EmbedResponse:
+async def _embed_frame(embedder: EmbedderClient, event: Event, frame: Photo, max_faces: int) -> EmbedResponse:
     check_image(frame, what="frame")
-    return await downstream.embed(frame.data, frame.content_type, profile=QualityProfile.GATE, max_faces=max_faces)
+    embedded = await embedder.embed(frame.data, frame.content_type, QualityProfile.GATE, max_faces)
+    check_embedded_model(embedded.model.id, event, embedder.retry_after_s)
+    return embedded
 
 
 async def _mark_entered(session: AsyncSession, *, attendee_id: uuid.UUID, allow_reentry: bool) -> bool:
@@ -119,8 +124,8 @@ async def _record(
     outcome: _Outcome,
     threshold: float,
     started: float,
-    request_id: str | None,
 ) -> GateResult:
+    request_id = current_request_id.get()  # the access log row and the answer carry the request's id
     latency_ms = (time.perf_counter() - started) * 1000.0
     attendee_id = outcome.attendee.id if outcome.attendee is not None else outcome.attendee_id
     session.add(
@@ -175,10 +180,10 @@ async def verify(
     event: Event,
     ticket_code: str,
     frame: Photo,
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     cache: TemplateCache,
     settings: GatewaySettings,
-    request_id: str | None,
 ) -> GateResult:
     started = time.perf_counter()
     thresholds.calibration_of(event)  # an event pinned to a model this build cannot decide for: 422
@@ -188,10 +193,9 @@ async def verify(
     if outside_window(event):
         return await _record(
             session, principal=principal, event=event, mode="verify", ticket_code=ticket_code, outcome=CLOSED,
-            threshold=threshold, started=started, request_id=request_id,
+            threshold=threshold, started=started,
         )  # fmt: skip
-    embedded = await _embed_frame(downstream, frame, max_faces=5)
-    check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
+    embedded = await _embed_frame(embedder, event, frame, max_faces=5)
     face, face_reason = pick_face(embedded, settings)
     quality = [r.value for r in face.quality.reasons] if face is not None and face_reason else []
     attendee = (
@@ -204,7 +208,7 @@ async def verify(
     if attendee is not None and face is not None:
         try:
             result = await cache.distance(
-                downstream,
+                matcher,
                 event_id=event.id,
                 attendee_id=attendee.id,
                 model_id=event.model_id,
@@ -241,7 +245,6 @@ async def verify(
         outcome=outcome,
         threshold=threshold,
         started=started,
-        request_id=request_id,
     )
 
 
@@ -251,9 +254,9 @@ async def identify(
     principal: Principal,
     event: Event,
     frame: Photo,
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     settings: GatewaySettings,
-    request_id: str | None,
 ) -> GateResult:
     """1:K: admit the nearest attendee within the threshold (and the margin), else `unknown` — never the
     nearest stranger."""
@@ -265,10 +268,9 @@ async def identify(
     if outside_window(event):
         return await _record(
             session, principal=principal, event=event, mode="identify", ticket_code=None, outcome=CLOSED,
-            threshold=threshold, started=started, request_id=request_id,
+            threshold=threshold, started=started,
         )  # fmt: skip
-    embedded = await _embed_frame(downstream, frame, max_faces=5)
-    check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
+    embedded = await _embed_frame(embedder, event, frame, max_faces=5)
     face, face_reason = pick_face(embedded, settings)
 
     if face is None or face_reason is not None:
@@ -276,13 +278,13 @@ async def identify(
         outcome = _Outcome(Decision.DENY, face_reason or Reason.NO_FACE, quality_reasons=quality)
     else:
         try:
-            found = await downstream.search(
+            found = await matcher.search(
                 event.id, SearchRequest(model_id=event.model_id, embedding=face.embedding, k=2)
             )
             matches = sorted(found.matches, key=lambda m: m.distance)
             # The threshold for the gallery the matcher searched: it tightens as the event grows.
             threshold = thresholds.identify_threshold(event, found.templates, found.attendees)
-        except DownstreamNotFound:
+        except NotFound:
             matches = []  # no gallery: nobody can be identified
         best = matches[0] if matches else None
         margin = thresholds.identify_margin(event)
@@ -312,5 +314,4 @@ async def identify(
         outcome=outcome,
         threshold=threshold,
         started=started,
-        request_id=request_id,
     )
