@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
-from services.matcher import galleries, store  # noqa: E402
+from services.matcher import galleries, search_store, write_store  # noqa: E402
 from services.matcher.app import build_engine, build_search_pool  # noqa: E402
 from services.matcher.resident import Residents  # noqa: E402
 from services.matcher.searchpool import SearchPool  # noqa: E402
@@ -55,18 +56,63 @@ MODEL_BY_DIM = {512: "facenet-casia-512", 128: "dlib-resnet-128"}
 
 
 # The legacy session path and the bulk load, kept here: only this benchmark uses them (the service searches on
-# its search pool, `store.search_on`, and never drops an index).
+# its search pool, `search_store.search_on`, and never drops an index).
+async def _driver(session: AsyncSession) -> Any:
+    conn = await session.connection()
+    return (await conn.get_raw_connection()).driver_connection
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    model_id: str
+    dim: int
+    templates: int
+    ef_search: int
+
+
+async def search_context(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    hnsw: bool,
+    ef_search: int,
+    ef_search_large: int,
+    large_templates: int,
+) -> SearchContext | None:
+    """The legacy path's first round trip: read the gallery and SET LOCAL the search settings for the mode the
+    benchmark asks for (HNSW: enable_seqscan off, pgvector's cost model can prefer a scan silently; the larger
+    candidate list above `large_templates`)."""
+    cur = await (await _driver(session)).execute(
+        "SELECT model_id, dim, templates, ef, set_config('hnsw.ef_search', ef::text, true),"
+        " set_config('enable_seqscan', %(seqscan)s, true)"
+        " FROM (SELECT model_id, dim, templates,"
+        "       CASE WHEN templates > %(large)s THEN %(ef_large)s::int ELSE %(ef)s::int END AS ef"
+        "       FROM matcher_galleries WHERE event_id = %(e)s) g",
+        {
+            "ef": int(ef_search),
+            "ef_large": int(ef_search_large),
+            "large": large_templates,
+            "seqscan": "off" if hnsw else "on",
+            "e": event_id,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return SearchContext(model_id=row[0], dim=row[1], templates=row[2], ef_search=row[3])
+
+
 async def nearest_templates(
     session: AsyncSession, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int
-) -> list[store.Neighbour]:
+) -> list[write_store.Neighbour]:
     """Exact: the n nearest templates. HNSW: the k nearest attendees among n candidates (one row each)."""
-    sql = store.hnsw_search_sql(event_id, dim=dim) if hnsw else store.exact_search_sql(event_id)
-    cur = await (await store._driver(session)).execute(sql, {"q": store.vector_literal(query), "n": n, "k": k})
-    return [store.Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
+    sql = search_store.hnsw_search_sql(event_id, dim=dim) if hnsw else search_store.exact_search_sql(event_id)
+    cur = await (await _driver(session)).execute(sql, {"q": write_store.vector_literal(query), "n": n, "k": k})
+    return [write_store.Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
 
 
 async def drop_hnsw_index(session: AsyncSession, event_id: uuid.UUID) -> None:
-    index = store._ident(session, f"{store.partition_name(event_id)}_hnsw")
+    index = session.bind.dialect.identifier_preparer.quote_identifier(f"{write_store.partition_name(event_id)}_hnsw")
     await session.execute(text(f"DROP INDEX IF EXISTS {index}"))
 
 
@@ -165,7 +211,7 @@ def copy_templates(
 
     people = [uuid.uuid4() for _ in range(int(owners.max()) + 1)]
     tids = [uuid.uuid4() for _ in range(len(vecs))]
-    table = store.partition_name(event_id)
+    table = write_store.partition_name(event_id)
     with psycopg.connect(url) as conn:
         register_vector(conn)
         with conn.cursor() as cur:
@@ -239,18 +285,17 @@ async def legacy_search(
     floor = k * settings.overfetch_per_attendee
     ef = min(1000, max(ef_search or settings.hnsw_ef_search, floor))
     ef_large = min(1000, max(ef_search or settings.hnsw_ef_search_large, floor))
-    ctx = await store.search_context(
+    ctx = await search_context(
         session,
         event_id,
+        hnsw=mode == "hnsw",
         ef_search=ef,
         ef_search_large=ef_large,
         large_templates=settings.hnsw_large_templates,
-        force_hnsw=mode == "hnsw",
-        exact_max=settings.exact_max_templates,
     )
     assert ctx is not None and ctx.model_id == model_id
     query = galleries.unit_vector(embedding, dim=ctx.dim)
-    if ctx.hnsw:
+    if mode == "hnsw":
         nb = await nearest_templates(session, event_id, query=query, n=ctx.ef_search, k=k, hnsw=True, dim=ctx.dim)
         return galleries.SearchResult(matches=galleries.best_per_attendee(nb, k), mode="hnsw")
     n = k * settings.overfetch_per_attendee
@@ -409,7 +454,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
             async with sm() as session:
                 await session.execute(text(f"SET LOCAL maintenance_work_mem = '{args.maintenance_work_mem}'"))
                 await session.execute(text(f"SET LOCAL max_parallel_maintenance_workers = {args.build_workers}"))
-                await store.create_hnsw_index(
+                await write_store.create_hnsw_index(
                     session, event_id, dim=dim, m=args.m, ef_construction=args.ef_construction
                 )
                 await session.commit()
@@ -419,7 +464,7 @@ async def bench_size(args: argparse.Namespace, url: str, dim: int, size: int) ->
                 flush=True,
             )
         async with sm() as session:
-            part = store.partition_name(event_id)
+            part = write_store.partition_name(event_id)
             row = (
                 await session.execute(
                     text("SELECT pg_total_relation_size(:t), coalesce(pg_relation_size(to_regclass(:i)), 0)"),

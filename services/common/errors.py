@@ -77,6 +77,30 @@ class ServiceUnavailable(FacegateError):
     code = "service_unavailable"
 
 
+class DependencyUnavailable(ServiceUnavailable):
+    """A service this one depends on could not answer: try again later (503 + Retry-After). Never a decision.
+
+    Here, not in the gateway, because the typed clients (`services/*/client.py`, through `common/http.py`) raise
+    it themselves and clients may import only `contracts` and `common`; the caller's own error handler renders it
+    like any `FacegateError`, with the Retry-After its settings gave the client. `reason` keeps what went wrong
+    (`matcher_timeout`, the downstream's own code, ...) for logs and metrics; the answer only says which
+    dependency, so a caller never learns another service's internals.
+    """
+
+    code = "dependency_unavailable"
+
+    def __init__(
+        self, dependency: str, retry_after_s: int, detail: str | None = None, *, reason: str | None = None
+    ) -> None:
+        super().__init__(
+            detail or f"{dependency} is unavailable, try again later",
+            headers={"Retry-After": str(retry_after_s)},
+            errors=[{"dependency": dependency}],
+        )
+        self.dependency = dependency
+        self.reason = reason or f"{dependency}_unavailable"
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",

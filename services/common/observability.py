@@ -1,12 +1,14 @@
 """Request ids and Prometheus HTTP metrics, as pure ASGI middleware.
 
 Metrics are labelled by the route template (`/v1/galleries/{event_id}`), never the raw path, so ids do not
-explode label cardinality. The request id comes from `X-Request-ID` when a caller sends one (the gateway
-forwards its own downstream) and is echoed back.
+explode label cardinality. The request id comes from `X-Request-ID` when a caller sends one and is echoed back;
+while the request runs it is in `current_request_id`, which the typed clients' httpx hook forwards downstream
+(`common/http.py`): the one path a request id travels.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
 import uuid
 from typing import Any
@@ -17,6 +19,10 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
+
+# Set by the middleware for the whole request (handler, dependencies, background tasks and the tasks they start
+# all copy this context), so nothing passes the id around by hand.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 HTTP_REQUESTS = Counter("facegate_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -49,6 +55,7 @@ class ObservabilityMiddleware:
         raw = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         request_id = raw if 0 < len(raw) <= 128 and raw.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)
         status = 500
         start = time.perf_counter()
 
@@ -62,6 +69,7 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            current_request_id.reset(token)  # an in-process caller (ASGITransport) shares this task
             # FastAPI (0.12x+) wraps included routers, so walking app.routes no longer finds the template;
             # the matched route it leaves in the scope carries it (prefix included).
             route = getattr(scope.get("route"), "path", None) or _route_template(scope.get("app"), scope)

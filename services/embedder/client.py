@@ -1,4 +1,9 @@
-"""Typed async client of the embedder (used by the gateway)."""
+"""Typed async client of the embedder (used by the gateway): contract models out and back, failures as our errors.
+
+Its 4xx about the caller's image (undecodable, too large, wrong type: `IMAGE_ERRORS`) are answers the caller
+passes on; anything else that goes wrong is `DependencyUnavailable` (`services/common/http.py`). The request id
+travels by the shared client's hook, not as an argument.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from services.common.http import ServiceClient
 from services.contracts.embedder import EmbedResponse, QualityProfile
 from services.contracts.liveness import LivenessResponse, TurnDirection
 from services.contracts.models import ModelDescriptor
+
+# What the embedder answers about the image it was sent: the caller's input, not a fault.
+IMAGE_ERRORS = frozenset({400, 413, 415, 422})
 
 
 class EmbedderClient(ServiceClient):
@@ -23,8 +31,9 @@ class EmbedderClient(ServiceClient):
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        retry_after_s: int = 5,
     ) -> None:
-        super().__init__(base_url, transport=transport, timeout=timeout, headers=headers)
+        super().__init__(base_url, transport=transport, timeout=timeout, headers=headers, retry_after_s=retry_after_s)
 
     async def embed(
         self,
@@ -34,33 +43,37 @@ class EmbedderClient(ServiceClient):
         max_faces: int | None = None,
         *,
         min_face_size: int | None = None,
-        request_id: str | None = None,
     ) -> EmbedResponse:
         params: dict[str, str | int] = {"profile": QualityProfile(profile).value}
         if max_faces is not None:
             params["max_faces"] = max_faces
         if min_face_size is not None:
             params["min_face_size"] = min_face_size
-        headers = {"content-type": content_type}
-        if request_id:
-            headers["x-request-id"] = request_id
-        resp = await self.request("POST", "/v1/embed", content=image_bytes, params=params, headers=headers)
-        return self.parse(resp, EmbedResponse)
+        return await self.call(
+            "POST",
+            "/v1/embed",
+            EmbedResponse,
+            operation="embed",
+            answers=IMAGE_ERRORS,
+            content=image_bytes,
+            params=params,
+            headers={"content-type": content_type},
+        )
 
     async def liveness(
-        self,
-        frames: Sequence[bytes],
-        direction: TurnDirection,
-        content_type: str = "image/jpeg",
-        *,
-        request_id: str | None = None,
+        self, frames: Sequence[bytes], direction: TurnDirection, content_type: str = "image/jpeg"
     ) -> LivenessResponse:
         """POST /v1/liveness: the burst's frames in capture order, and the turn the subject was asked for."""
         files = [("frames", (f"{i}.img", data, content_type)) for i, data in enumerate(frames)]
-        headers = {"x-request-id": request_id} if request_id else {}
-        params = {"direction": TurnDirection(direction).value}
-        resp = await self.request("POST", "/v1/liveness", files=files, params=params, headers=headers)
-        return self.parse(resp, LivenessResponse)
+        return await self.call(
+            "POST",
+            "/v1/liveness",
+            LivenessResponse,
+            operation="liveness",
+            answers=IMAGE_ERRORS,
+            files=files,
+            params={"direction": TurnDirection(direction).value},
+        )
 
     async def model(self) -> ModelDescriptor:
-        return self.parse(await self.request("GET", "/v1/model"), ModelDescriptor)
+        return await self.call("GET", "/v1/model", ModelDescriptor, operation="model")

@@ -2,7 +2,8 @@
 
 The lifespan builds the engine, sessionmaker, Redis client and the embedder/matcher clients and puts them on
 `app.state`; endpoints reach them through the dependencies in `deps.py`. On start, a bootstrap admin key is
-created when no admin key exists (printed once), or from `FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY`.
+created when no admin key exists (printed once), or from `FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY`; when the
+database is not up yet, a background task keeps trying (`/readyz` only reports, it never writes).
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ from services.common.errors import install_error_handlers
 from services.common.health import Health
 from services.common.internal_auth import bearer, require_token
 from services.common.observability import install_observability
+from services.embedder.client import EmbedderClient
 from services.gateway import multipart
 from services.gateway.api import attendees, events, gate, imports, keys, liveness, web
 from services.gateway.auth import ensure_bootstrap_admin
 from services.gateway.bodylimit import BodyLimitMiddleware
 from services.gateway.bodylimit import limits as body_limits
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
 from services.gateway.idempotency import purge_idempotency_keys
 from services.gateway.imports import mark_interrupted
 from services.gateway.redishealth import RedisHealth
 from services.gateway.settings import GatewaySettings
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway")
 
@@ -66,6 +68,7 @@ def build_redis(settings: GatewaySettings) -> Any:
 
 
 async def _bootstrap(app: FastAPI, settings: GatewaySettings) -> None:
+    """Create the bootstrap admin key if there is no admin key yet (printed once); sets `app.state.bootstrapped`."""
     token = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
     try:
         created = await ensure_bootstrap_admin(app.state.sessionmaker, token=token)
@@ -74,13 +77,25 @@ async def _bootstrap(app: FastAPI, settings: GatewaySettings) -> None:
         return  # another worker created it at the same moment
     except Exception as exc:
         log.warning("bootstrap admin key not checked yet (database not ready?): %r", exc)
-        return  # /readyz tries again
+        return  # _bootstrap_until_done tries again
     app.state.bootstrapped = True
     if created is not None:
         if token is None:
             # Printed once, on the first start with no admin key; only its hash is stored.
             print(f"facegate gateway: bootstrap admin key (shown once): {created}", flush=True)
         log.warning("bootstrap admin key created")
+
+
+async def _bootstrap_until_done(app: FastAPI, settings: GatewaySettings, every_s: float = 2.0) -> None:
+    """A start before the database is up checks the key once it is, in the background: a start-up step, so that
+    /readyz only reports and never writes."""
+    while not app.state.bootstrapped:
+        await asyncio.sleep(every_s)
+        await _bootstrap(app, settings)
+        if not app.state.bootstrapped:
+            retry = asyncio.create_task(_bootstrap_until_done(app, settings))
+            app.state.jobs.add(retry)  # cancelled at shutdown with the import jobs
+            retry.add_done_callback(app.state.jobs.discard)
 
 
 def create_app(
@@ -96,9 +111,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from services.embedder.client import EmbedderClient
-        from services.matcher.client import MatcherClient
-
         engine = build_engine(settings)
         redis = build_redis(settings)
         embedder = EmbedderClient(
@@ -106,12 +118,14 @@ def create_app(
             transport=embedder_transport,
             timeout=settings.embedder_timeout_s,
             headers=bearer(settings.embedder_token),
+            retry_after_s=settings.retry_after_s,
         )
         matcher = MatcherClient(
             base_url=settings.matcher_url,
             transport=matcher_transport,
             timeout=settings.matcher_timeout_s,
             headers=bearer(settings.matcher_token),
+            retry_after_s=settings.retry_after_s,
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -121,10 +135,15 @@ def create_app(
         app.state.template_cache = TemplateCache(
             redis, ttl_s=settings.template_cache_ttl_s, health=app.state.redis_health
         )
-        app.state.downstream = Downstream(embedder=embedder, matcher=matcher, retry_after_s=settings.retry_after_s)
+        app.state.embedder = embedder  # the typed clients, reached through deps.EmbedderDep / MatcherDep
+        app.state.matcher = matcher
         app.state.jobs = set()
         app.state.bootstrapped = False
         await _bootstrap(app, settings)
+        if not app.state.bootstrapped:
+            retry = asyncio.create_task(_bootstrap_until_done(app, settings))
+            app.state.jobs.add(retry)  # cancelled at shutdown with the import jobs
+            retry.add_done_callback(app.state.jobs.discard)
         try:
             await mark_interrupted(app.state.sessionmaker)
             async with app.state.sessionmaker() as session, session.begin():
@@ -181,14 +200,12 @@ def _ops_router() -> APIRouter:
                 await asyncio.gather(
                     _check_db(state.engine),
                     _check_redis(state.redis),
-                    state.downstream.embedder.readiness(),
-                    state.downstream.matcher.readiness(),
+                    state.embedder.readiness(),
+                    state.matcher.readiness(),
                 ),
                 strict=True,
             )
         )
-        if checks["database"] == "ok" and not state.bootstrapped:
-            await _bootstrap(request.app, state.settings)
         ready = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ready else "not_ready", checks=checks)
         return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.errors import NotFound
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
 from services.gateway.errors import AttendeeNotFound
 from services.gateway.tables import AccessLog, Attendee, Event
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.attendees")
 
@@ -51,12 +52,12 @@ async def revoke(session: AsyncSession, *, event: Event, attendee_id: uuid.UUID,
 
 
 async def erase(
-    session: AsyncSession, *, event: Event, attendee_id: uuid.UUID, downstream: Downstream, cache: TemplateCache
+    session: AsyncSession, *, event: Event, attendee_id: uuid.UUID, matcher: MatcherClient, cache: TemplateCache
 ) -> int:
     """Returns the number of templates the matcher deleted."""
     attendee = await get_attendee(session, event=event, attendee_id=attendee_id)
     await session.execute(select(Attendee.id).where(Attendee.id == attendee.id).with_for_update())
-    deleted = await downstream.delete_attendee(event.id, attendee.id)  # 503 here: nothing erased, retry is safe
+    deleted = await _delete_templates(matcher, event.id, attendee.id)  # 503 here: nothing erased, retry is safe
     await cache.invalidate(event.id, attendee.id)
     await session.execute(
         update(AccessLog).where(AccessLog.attendee_id == attendee.id).values(attendee_id=None, ticket_code=None)
@@ -65,6 +66,13 @@ async def erase(
     await session.delete(attendee)  # idempotency records go with it (ON DELETE CASCADE)
     await session.flush()
     return deleted
+
+
+async def _delete_templates(matcher: MatcherClient, event_id: uuid.UUID, attendee_id: uuid.UUID) -> int:
+    try:
+        return (await matcher.delete_attendee(event_id, attendee_id)).deleted
+    except NotFound:
+        return 0  # none stored (or no gallery): erasing is idempotent
 
 
 # An import job's results name each row's ticket code and attendee id (and a failed row's photo file names):

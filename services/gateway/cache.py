@@ -19,8 +19,11 @@ import numpy as np
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from services.gateway.downstream import Downstream
+from services.common.errors import NotFound
+from services.contracts.distance import min_cosine_distance
+from services.contracts.matcher import DistanceRequest
 from services.gateway.redishealth import REDIS_ERRORS, RedisHealth
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.cache")
 
@@ -42,15 +45,6 @@ def pack(vectors: np.ndarray) -> bytes:
 def unpack(blob: bytes) -> np.ndarray:
     n, dim = _HEADER.unpack_from(blob)
     return np.frombuffer(blob, dtype="<f4", offset=_HEADER.size, count=n * dim).reshape(n, dim)
-
-
-def min_cosine_distance(templates: np.ndarray, probe: np.ndarray) -> float:
-    """min over templates of 1 - cos(t, p); vectors are re-normalised so stored rounding cannot bias it."""
-    t = templates.astype(np.float64)
-    p = probe.astype(np.float64)
-    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    p /= max(float(np.linalg.norm(p)), 1e-12)
-    return float(np.min(1.0 - t @ p))
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ class TemplateCache:
 
     async def distance(
         self,
-        downstream: Downstream,
+        matcher: MatcherClient,
         *,
         event_id: uuid.UUID,
         attendee_id: uuid.UUID,
@@ -108,16 +102,24 @@ class TemplateCache:
             blob = await self._get(key)
         except _RedisDown:
             CACHE_EVENTS.labels("redis_down").inc()
-            remote = await downstream.distance(event_id, attendee_id, model_id=model_id, embedding=embedding)
-            return DistanceResult(None if remote is None else remote.distance, "matcher_distance")
+            try:
+                remote = await matcher.distance(
+                    event_id, attendee_id, DistanceRequest(model_id=model_id, embedding=embedding)
+                )
+            except NotFound:
+                return DistanceResult(None, "matcher_distance")  # no templates (or no gallery)
+            return DistanceResult(remote.distance, "matcher_distance")
         if blob is not None:
             templates = unpack(blob)
             if templates.shape[0] > 0 and templates.shape[1] == probe.shape[0]:
                 CACHE_EVENTS.labels("hit").inc()
                 return DistanceResult(min_cosine_distance(templates, probe), "cache")
         CACHE_EVENTS.labels("miss").inc()
-        stored = await downstream.get_attendee_templates(event_id, attendee_id)
-        if stored is None or not stored.templates:
+        try:
+            stored = await matcher.attendee_templates(event_id, attendee_id)
+        except NotFound:
+            return DistanceResult(None, "matcher_fill")
+        if not stored.templates:
             return DistanceResult(None, "matcher_fill")
         templates = np.asarray([t.embedding for t in stored.templates if t.model_id == model_id], dtype=np.float32)
         if templates.size == 0:

@@ -7,14 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.embedder.client import EmbedderClient
 from services.gateway.auth import Principal, resolve_token
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream, current_request_id
 from services.gateway.errors import Forbidden, Unauthorized
 from services.gateway.schemas import Role
 from services.gateway.settings import GatewaySettings
+from services.matcher.client import MatcherClient
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -29,6 +30,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessionmaker
+
+
 def get_settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
@@ -37,11 +42,12 @@ def get_redis(request: Request) -> Any:
     return request.app.state.redis
 
 
-async def get_downstream(request: Request) -> Downstream:
-    # async on purpose: a sync dependency runs in a worker thread, and the context variable would not reach
-    # the handler
-    current_request_id.set(getattr(request.state, "request_id", None))  # forwarded downstream as x-request-id
-    return request.app.state.downstream
+def get_embedder(request: Request) -> EmbedderClient:
+    return request.app.state.embedder
+
+
+def get_matcher(request: Request) -> MatcherClient:
+    return request.app.state.matcher
 
 
 def get_cache(request: Request) -> TemplateCache:
@@ -52,8 +58,11 @@ def get_cache(request: Request) -> TemplateCache:
 # is an error response and never a 2xx for data that was not stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+# For a flow that owns its unit of work (enrolment.enrol) instead of the request's
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 RedisDep = Annotated[Any, Depends(get_redis)]
-DownstreamDep = Annotated[Downstream, Depends(get_downstream)]
+EmbedderDep = Annotated[EmbedderClient, Depends(get_embedder)]
+MatcherDep = Annotated[MatcherClient, Depends(get_matcher)]
 CacheDep = Annotated[TemplateCache, Depends(get_cache)]
 
 

@@ -14,12 +14,12 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import Conflict
+from services.common.errors import Conflict, NotFound
 from services.contracts.embedder import EmbedResponse
 from services.contracts.matcher import SearchRequest
 from services.gateway import thresholds
-from services.gateway.downstream import Downstream, DownstreamNotFound
 from services.gateway.tables import Attendee, Event
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.duplicates")
 
@@ -29,17 +29,17 @@ async def check_duplicate_faces(
     *,
     event: Event,
     embedded: list[EmbedResponse],
-    downstream: Downstream,
+    matcher: MatcherClient,
     allow: bool,
     attendee_id: uuid.UUID | None = None,
 ) -> None:
     """Raise 409 `duplicate_face` when a photo's face identifies an attendee other than `attendee_id`."""
     for photo_index, e in enumerate(embedded):
         try:
-            found = await downstream.search(
+            found = await matcher.search(
                 event.id, SearchRequest(model_id=event.model_id, embedding=e.faces[0].embedding, k=2)
             )
-        except DownstreamNotFound:
+        except NotFound:
             return  # no gallery yet: nobody to collide with
         threshold = thresholds.identify_threshold(event, found.templates, found.attendees)
         for match in found.matches:

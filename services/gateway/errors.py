@@ -1,4 +1,6 @@
-"""Gateway-specific errors on top of the shared error model (`services.common.errors`)."""
+"""Gateway-specific errors on top of the shared error model (`services.common.errors`).
+
+`DependencyUnavailable` (503 + Retry-After) is in `services.common.errors`: the typed clients raise it."""
 
 from __future__ import annotations
 
@@ -26,21 +28,6 @@ class RateLimited(FacegateError):
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__("too many requests for this key", headers={"Retry-After": str(retry_after_s)})
-
-
-class DependencyUnavailable(FacegateError):
-    """The embedder or matcher (or the database) could not answer: try again later. Never an admit."""
-
-    status_code = 503
-    code = "dependency_unavailable"
-
-    def __init__(self, dependency: str, retry_after_s: int, detail: str | None = None) -> None:
-        super().__init__(
-            detail or f"{dependency} is unavailable, try again later",
-            headers={"Retry-After": str(retry_after_s)},
-            errors=[{"dependency": dependency}],
-        )
-        self.dependency = dependency
 
 
 class QualityRejected(Unprocessable):

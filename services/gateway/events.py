@@ -11,17 +11,19 @@ import uuid
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import Unprocessable
+from services.common.errors import DependencyUnavailable, NotFound, Unprocessable
 from services.contracts.liveness import LivenessMode
+from services.contracts.matcher import GalleryCreate
 from services.contracts.models import get_model
+from services.embedder.client import EmbedderClient
 from services.gateway import thresholds
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
-from services.gateway.errors import DependencyUnavailable, EventNotFound
+from services.gateway.errors import EventNotFound
 from services.gateway.schemas import Erased, EventCreate, EventMode, EventOut, EventUpdate, Role
 from services.gateway.tables import AccessLog, ApiKey, Attendee, Event, IdempotencyKey
 from services.gateway.thresholds import GallerySize
+from services.matcher.client import MatcherClient
 
 
 def check_embedded_model(model_id: str, event: Event, retry_after_s: int) -> None:
@@ -73,12 +75,18 @@ async def get_managed_event(session: AsyncSession, *, principal: Principal, even
 
 
 async def create_event(
-    session: AsyncSession, *, principal: Principal, body: EventCreate, downstream: Downstream, default_model_id: str
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    body: EventCreate,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
+    default_model_id: str,
 ) -> Event:
     model_id = body.model_id or default_model_id
     if get_model(model_id) is None:
         raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
-    served = await downstream.served_model()
+    served = await embedder.model()
     if served.id != model_id:  # every gate call would be a 503 while /readyz says ok: refuse it now instead
         raise Unprocessable(
             f"model {model_id!r} is not served by the embedder (it serves {served.id!r})", code="model_not_served"
@@ -106,7 +114,7 @@ async def create_event(
     await session.flush()
     # The gallery first exists in the matcher; if our commit then fails, an empty gallery is left behind, which
     # is harmless (ensure is idempotent and nothing references it).
-    await downstream.ensure_gallery(event.id, model_id)
+    await matcher.ensure_gallery(event.id, GalleryCreate(model_id=model_id))
     await session.refresh(event)
     return event
 
@@ -145,7 +153,7 @@ async def erase_event(
     *,
     principal: Principal,
     event_id: uuid.UUID,
-    downstream: Downstream,
+    matcher: MatcherClient,
     cache: TemplateCache,
 ) -> Erased:
     event = await get_managed_event(session, principal=principal, event_id=event_id)
@@ -155,7 +163,10 @@ async def erase_event(
     # Lock the row so a concurrent enrolment cannot add an attendee between the DROP and our DELETE.
     await session.execute(select(Event.id).where(Event.id == event.id).with_for_update())
     # Templates go first: if the matcher is down we fail with 503 and nothing is erased; a retry is idempotent.
-    templates = await downstream.drop_gallery(event.id)
+    try:
+        templates = (await matcher.drop_gallery(event.id)).deleted
+    except NotFound:
+        templates = 0  # already gone: erasing is idempotent
     await cache.invalidate_event(event.id)
     deleted_log = await session.execute(delete(AccessLog).where(AccessLog.event_id == event.id).returning(AccessLog.id))
     log_rows = len(deleted_log.all())

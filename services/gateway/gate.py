@@ -32,20 +32,23 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.errors import DependencyUnavailable, NotFound
+from services.common.observability import current_request_id
 from services.contracts.embedder import EmbedResponse, Face, QualityProfile, QualityReason
 from services.contracts.liveness import LivenessMode
 from services.contracts.matcher import SearchRequest
+from services.embedder.client import EmbedderClient
 from services.gateway import thresholds
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream, DownstreamNotFound
-from services.gateway.errors import DependencyUnavailable, EventNotFound, Forbidden
+from services.gateway.errors import EventNotFound, Forbidden
 from services.gateway.events import check_embedded_model
 from services.gateway.schemas import Decision, GateResult, Reason
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import AccessLog, Attendee, Event
 from services.gateway.text import ticket_key
 from services.gateway.uploads import Photo, check_image, clean_text
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.gate")
 
@@ -92,7 +95,7 @@ class FaceSource(Protocol):
     def check(self) -> None:
         """Bad input is a 4xx here, before any decision (the window's included) and before anything is stored."""
 
-    async def see(self, downstream: Downstream, event: Event, settings: GatewaySettings) -> Seen: ...
+    async def see(self, embedder: EmbedderClient, event: Event, settings: GatewaySettings) -> Seen: ...
 
 
 async def gate_event(session: AsyncSession, *, principal: Principal, mode: str, burst: bool = False) -> Event:
@@ -128,9 +131,11 @@ def pick_face(embedded: EmbedResponse, settings: GatewaySettings) -> tuple[Face 
     return face, None
 
 
-async def _embed_frame(downstream: Downstream, frame: Photo, max_faces: int) -> EmbedResponse:
+async def _embed_frame(embedder: EmbedderClient, event: Event, frame: Photo, max_faces: int) -> EmbedResponse:
     check_image(frame, what="frame")
-    return await downstream.embed(frame.data, frame.content_type, profile=QualityProfile.GATE, max_faces=max_faces)
+    embedded = await embedder.embed(frame.data, frame.content_type, QualityProfile.GATE, max_faces)
+    check_embedded_model(embedded.model.id, event, embedder.retry_after_s)
+    return embedded
 
 
 @dataclass(frozen=True)
@@ -142,9 +147,8 @@ class PlainFrame:
     def check(self) -> None:
         check_image(self.frame, what="frame")
 
-    async def see(self, downstream: Downstream, event: Event, settings: GatewaySettings) -> Seen:
-        embedded = await _embed_frame(downstream, self.frame, max_faces=5)
-        check_embedded_model(embedded.model.id, event, downstream.retry_after_s)
+    async def see(self, embedder: EmbedderClient, event: Event, settings: GatewaySettings) -> Seen:
+        embedded = await _embed_frame(embedder, event, self.frame, max_faces=5)
         face, reason = pick_face(embedded, settings)
         quality = [r.value for r in face.quality.reasons] if face is not None and reason else []
         if reason in (Reason.NO_FACE, Reason.MULTIPLE_FACES) and not quality:
@@ -175,8 +179,8 @@ async def _record(
     outcome: _Outcome,
     threshold: float,
     started: float,
-    request_id: str | None,
 ) -> GateResult:
+    request_id = current_request_id.get()  # the access log row and the answer carry the request's id
     latency_ms = (time.perf_counter() - started) * 1000.0
     attendee_id = outcome.attendee.id if outcome.attendee is not None else outcome.attendee_id
     session.add(
@@ -232,10 +236,10 @@ async def verify(
     event: Event,
     ticket_code: str,
     source: FaceSource,
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     cache: TemplateCache,
     settings: GatewaySettings,
-    request_id: str | None,
 ) -> GateResult:
     started = time.perf_counter()
     thresholds.calibration_of(event)  # an event pinned to a model this build cannot decide for: 422
@@ -245,9 +249,9 @@ async def verify(
     if outside_window(event):
         return await _record(
             session, principal=principal, event=event, mode="verify", ticket_code=ticket_code, outcome=CLOSED,
-            threshold=threshold, started=started, request_id=request_id,
+            threshold=threshold, started=started,
         )  # fmt: skip
-    seen = await source.see(downstream, event, settings)
+    seen = await source.see(embedder, event, settings)
     face, face_reason = seen.face, seen.reason
     attendee = (
         await session.execute(
@@ -259,7 +263,7 @@ async def verify(
     if attendee is not None and face is not None:
         try:
             result = await cache.distance(
-                downstream,
+                matcher,
                 event_id=event.id,
                 attendee_id=attendee.id,
                 model_id=event.model_id,
@@ -297,7 +301,6 @@ async def verify(
         outcome=outcome,
         threshold=threshold,
         started=started,
-        request_id=request_id,
     )
 
 
@@ -307,9 +310,9 @@ async def identify(
     principal: Principal,
     event: Event,
     source: FaceSource,
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     settings: GatewaySettings,
-    request_id: str | None,
 ) -> GateResult:
     """1:K: admit the nearest attendee within the threshold (and the margin), else `unknown` — never the
     nearest stranger."""
@@ -321,22 +324,22 @@ async def identify(
     if outside_window(event):
         return await _record(
             session, principal=principal, event=event, mode="identify", ticket_code=None, outcome=CLOSED,
-            threshold=threshold, started=started, request_id=request_id,
+            threshold=threshold, started=started,
         )  # fmt: skip
-    seen = await source.see(downstream, event, settings)
+    seen = await source.see(embedder, event, settings)
     face, face_reason = seen.face, seen.reason
 
     if face is None or face_reason is not None:
         outcome = _Outcome(Decision.DENY, face_reason or Reason.NO_FACE, quality_reasons=seen.quality_reasons)
     else:
         try:
-            found = await downstream.search(
+            found = await matcher.search(
                 event.id, SearchRequest(model_id=event.model_id, embedding=face.embedding, k=2)
             )
             matches = sorted(found.matches, key=lambda m: m.distance)
             # The threshold for the gallery the matcher searched: it tightens as the event grows.
             threshold = thresholds.identify_threshold(event, found.templates, found.attendees)
-        except DownstreamNotFound:
+        except NotFound:
             matches = []  # no gallery: nobody can be identified
         best = matches[0] if matches else None
         margin = thresholds.identify_margin(event)
@@ -367,5 +370,4 @@ async def identify(
         outcome=outcome,
         threshold=threshold,
         started=started,
-        request_id=request_id,
     )

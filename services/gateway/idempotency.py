@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,9 +37,18 @@ def request_fingerprint(event_id: uuid.UUID, fields: list[str | None], photos: l
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class StoredResponse:
+    """What the first attempt with this key answered: the route sends it again as it is (the response edge)."""
+
+    status_code: int
+    body: dict[str, Any]
+    attendee_id: uuid.UUID | None
+
+
 async def stored_response(
     session: AsyncSession, *, principal: Principal, key: str, fingerprint: str, ttl: timedelta
-) -> tuple[int, dict[str, Any]] | None:
+) -> StoredResponse | None:
     row = await session.get(IdempotencyKey, (principal.key_id, key))
     if row is None:
         return None
@@ -48,4 +58,4 @@ async def stored_response(
         return None
     if row.fingerprint != fingerprint:
         raise Unprocessable("this Idempotency-Key was used for a different request", code="idempotency_key_reused")
-    return row.status_code, row.response
+    return StoredResponse(row.status_code, row.response, row.attendee_id)

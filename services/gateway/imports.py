@@ -33,17 +33,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import cast
 
-from services.common.errors import FacegateError, Unprocessable
+from services.common.errors import DependencyUnavailable, FacegateError, Unprocessable
 from services.contracts.images import MAX_IMAGE_BYTES
+from services.embedder.client import EmbedderClient
 from services.gateway import enrolment
 from services.gateway.auth import Principal
 from services.gateway.cache import TemplateCache
-from services.gateway.downstream import Downstream
-from services.gateway.errors import DependencyUnavailable
+from services.gateway.errors import EventNotFound
 from services.gateway.schemas import CONTROL_CHARS
 from services.gateway.tables import Event, ImportJob
 from services.gateway.text import ticket_key
 from services.gateway.uploads import Photo
+from services.matcher.client import MatcherClient
 
 log = logging.getLogger("facegate.gateway.imports")
 
@@ -187,7 +188,8 @@ async def run_job(
     rows: list[ImportRow],
     archive: zipfile.ZipFile,
     sessionmaker: async_sessionmaker[AsyncSession],
-    downstream: Downstream,
+    embedder: EmbedderClient,
+    matcher: MatcherClient,
     cache: TemplateCache,
     max_photos: int,
     concurrency: int = 4,
@@ -218,33 +220,30 @@ async def run_job(
             ]
             for attempt in range(retries + 1):
                 try:
-                    async with sessionmaker() as session:
-                        event = await session.get(Event, event_id)
-                        if event is None:
-                            raise Unprocessable("the event was erased", code="event_erased")
-                        _, body = await enrolment.enrol(
-                            session,
-                            principal=principal,
-                            event=event,
-                            name=row.name,
-                            ticket_code=row.ticket_code,
-                            external_ref=row.external_ref,
-                            photos=photos,
-                            idempotency_key=f"import:{job_id}:{row.index}",
-                            downstream=downstream,
-                            cache=cache,
-                            max_photos=max_photos,
-                        )
-                    await record(
-                        {"row": row.index, "ticket_code": row.ticket_code, "attendee_id": body["attendee"]["id"]},
-                        True,
+                    result = await enrolment.enrol(
+                        sessionmaker,
+                        principal=principal,
+                        event_id=event_id,
+                        name=row.name,
+                        ticket_code=row.ticket_code,
+                        external_ref=row.external_ref,
+                        photos=photos,
+                        idempotency_key=f"import:{job_id}:{row.index}",
+                        embedder=embedder,
+                        matcher=matcher,
+                        cache=cache,
+                        max_photos=max_photos,
                     )
+                    attendee_id = None if result.attendee_id is None else str(result.attendee_id)
+                    await record({"row": row.index, "ticket_code": row.ticket_code, "attendee_id": attendee_id}, True)
                     return
                 except DependencyUnavailable as exc:
                     if attempt < retries:
                         await sleep(min(2.0**attempt, 10.0))
                         continue
                     error: FacegateError = exc
+                except EventNotFound:
+                    error = Unprocessable("the event was erased", code="event_erased")
                 except FacegateError as exc:
                     error = exc
                 await record(

@@ -24,11 +24,10 @@ from datetime import timedelta
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import Unprocessable
+from services.common.errors import DependencyUnavailable, Unprocessable
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
+from services.embedder.client import EmbedderClient
 from services.gateway.auth import Principal
-from services.gateway.downstream import Downstream, DownstreamNotFound, call, current_request_id
-from services.gateway.errors import DependencyUnavailable
 from services.gateway.events import check_embedded_model
 from services.gateway.gate import Seen
 from services.gateway.schemas import Challenge, FrameCount, Reason
@@ -101,25 +100,10 @@ async def redeem(
     return None, "challenge_used" if found[0] is not None else "challenge_expired"
 
 
-async def analyse(downstream: Downstream, frames: Sequence[Photo], direction: TurnDirection) -> LivenessResponse:
-    rid = current_request_id.get()
-    try:
-        return await call(
-            "embedder",
-            "liveness",
-            downstream.embedder.liveness(
-                [f.data for f in frames],
-                direction,
-                frames[0].content_type,  # the embedder sniffs each frame; this is the burst's declared type
-                **({"request_id": rid} if rid else {}),
-            ),
-            retry_after_s=downstream.retry_after_s,
-            pass_client_errors=True,  # an undecodable frame is the caller's 4xx, as for a single frame
-        )
-    except DownstreamNotFound as exc:  # an embedder without the analysis: misconfigured, never a decision
-        raise DependencyUnavailable(
-            "embedder", downstream.retry_after_s, "the embedder has no liveness analysis"
-        ) from exc
+async def analyse(embedder: EmbedderClient, frames: Sequence[Photo], direction: TurnDirection) -> LivenessResponse:
+    """The embedder's verdict; its 4xx about a frame (undecodable, too large) pass on, any fault is a 503."""
+    # the embedder sniffs each frame; this is the burst's declared type
+    return await embedder.liveness([f.data for f in frames], direction, frames[0].content_type)
 
 
 def seen_from(result: LivenessResponse, settings: GatewaySettings, retry_after_s: int) -> Seen:
@@ -155,10 +139,10 @@ class Burst:
         for i, frame in enumerate(self.frames):
             check_image(frame, what=f"frame {i}")
 
-    async def see(self, downstream: Downstream, event: Event, settings: GatewaySettings) -> Seen:
+    async def see(self, embedder: EmbedderClient, event: Event, settings: GatewaySettings) -> Seen:
         direction, why = await redeem(self.session, nonce=self.nonce, principal=self.principal, event=event)
         if direction is None:
             return Seen(None, Reason.LIVENESS_FAILED, liveness=why)
-        result = await analyse(downstream, self.frames, direction)
-        check_embedded_model(result.model.id, event, downstream.retry_after_s)
-        return seen_from(result, settings, downstream.retry_after_s)
+        result = await analyse(embedder, self.frames, direction)
+        check_embedded_model(result.model.id, event, embedder.retry_after_s)
+        return seen_from(result, settings, embedder.retry_after_s)

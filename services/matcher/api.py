@@ -28,7 +28,7 @@ from services.contracts.matcher import (
     TemplatesCreate,
     TemplatesCreated,
 )
-from services.matcher import galleries, store
+from services.matcher import galleries, write_store
 from services.matcher.searchpool import SearchConnection
 from services.matcher.settings import MatcherSettings
 
@@ -190,7 +190,7 @@ async def readyz(request: Request) -> Health | JSONResponse:
     try:
         async with _sessionmaker(request)() as session:
             await session.execute(text("SELECT 1"))
-            missing = await store.missing_schema(session)
+            missing = await write_store.missing_schema(session)
     except Exception as exc:
         body = Health(status="not_ready", checks={"database": f"unreachable: {type(exc).__name__}"})
         return JSONResponse(status_code=503, content=body.model_dump())

@@ -18,7 +18,7 @@ from services.common.db import CONNECT_TIMEOUT_S, install_database_error_handler
 from services.common.errors import install_error_handlers
 from services.common.internal_auth import InternalAuthMiddleware, require_token
 from services.common.observability import install_observability
-from services.matcher import store
+from services.matcher import write_store
 from services.matcher.api import ops_router, router
 from services.matcher.galleries import GalleryCache
 from services.matcher.resident import Residents
@@ -55,7 +55,7 @@ def build_engine(settings: MatcherSettings) -> AsyncEngine:
 
 
 def build_search_pool(settings: MatcherSettings) -> SearchPool:
-    """The searches' autocommit connections, whose sessions carry the search settings (`store.search_on`)."""
+    """The searches' autocommit connections, whose sessions carry the search settings (`search_store.search_on`)."""
     return SearchPool(
         libpq_url(settings.database_url),
         size=settings.pool_size + settings.max_overflow,
@@ -80,7 +80,7 @@ def create_app(settings: MatcherSettings | None = None) -> FastAPI:
         app.state.gallery_cache = GalleryCache()  # what searches know of each gallery, for a few seconds
         try:
             async with app.state.sessionmaker() as session:
-                missing = await store.missing_schema(session)
+                missing = await write_store.missing_schema(session)
             if missing:
                 log.warning("matcher schema incomplete (%s): run `alembic upgrade head`", ", ".join(missing))
         except Exception as exc:  # start anyway: readiness reports the database until it is reachable

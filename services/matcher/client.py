@@ -1,18 +1,16 @@
 """Typed async HTTP client of the matcher: the gateway's way in (clients are a service's public face).
 
-Returns contract models; a downstream error envelope becomes our own error class with the same code and
-detail (404 NotFound, 409 Conflict, 422 Unprocessable, other 4xx BadRequest), and an unreachable matcher,
-a timeout or a 5xx becomes ServiceUnavailable.
+Takes and returns contract models. A 404 (no such gallery or attendee) is an answer: `NotFound` with the
+matcher's code, for the caller to decide what it means. Anything else that goes wrong, including another 4xx
+(the gateway and the matcher would disagree about the contract), is `DependencyUnavailable`
+(`services/common/http.py`): never a match. Reads are tried once more after a dropped connection or a 5xx.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
 
 from services.common.http import ServiceClient
 from services.contracts.matcher import (
@@ -24,12 +22,11 @@ from services.contracts.matcher import (
     GalleryResponse,
     SearchRequest,
     SearchResponse,
-    TemplateIn,
     TemplatesCreate,
     TemplatesCreated,
 )
 
-T = TypeVar("T", bound=BaseModel)
+NOT_FOUND = frozenset({404})
 
 
 class MatcherClient(ServiceClient):
@@ -43,62 +40,50 @@ class MatcherClient(ServiceClient):
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 5.0,
         headers: dict[str, str] | None = None,
+        retry_after_s: int = 5,
     ) -> None:
-        super().__init__(base_url, transport=transport, timeout=timeout, headers=headers)
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        model: type[T],
-        *,
-        body: BaseModel | None = None,
-        request_id: str | None = None,
-    ) -> T:
-        headers = {"x-request-id": request_id} if request_id else None
-        content = body.model_dump_json().encode() if body is not None else None
-        if content is not None:
-            headers = {**(headers or {}), "content-type": "application/json"}
-        resp = await self.request(method, path, content=content, headers=headers)
-        return self.parse(resp, model)
+        super().__init__(base_url, transport=transport, timeout=timeout, headers=headers, retry_after_s=retry_after_s)
 
     # --- galleries ---
 
-    async def ensure_gallery(self, event_id: uuid.UUID, model_id: str, **kw: Any) -> GalleryResponse:
-        return await self._call(
-            "PUT", f"/v1/galleries/{event_id}", GalleryResponse, body=GalleryCreate(model_id=model_id), **kw
-        )
+    async def ensure_gallery(self, event_id: uuid.UUID, body: GalleryCreate) -> GalleryResponse:
+        path = f"/v1/galleries/{event_id}"
+        return await self.call("PUT", path, GalleryResponse, operation="ensure_gallery", body=body)
 
-    async def gallery(self, event_id: uuid.UUID, **kw: Any) -> GalleryResponse:
-        return await self._call("GET", f"/v1/galleries/{event_id}", GalleryResponse, **kw)
+    async def gallery(self, event_id: uuid.UUID) -> GalleryResponse:
+        path = f"/v1/galleries/{event_id}"
+        return await self.call("GET", path, GalleryResponse, operation="gallery", answers=NOT_FOUND, retry=True)
 
-    async def drop_gallery(self, event_id: uuid.UUID, **kw: Any) -> Deleted:
-        return await self._call("DELETE", f"/v1/galleries/{event_id}", Deleted, **kw)
+    async def drop_gallery(self, event_id: uuid.UUID) -> Deleted:
+        path = f"/v1/galleries/{event_id}"
+        return await self.call("DELETE", path, Deleted, operation="drop_gallery", answers=NOT_FOUND)
 
     # --- templates ---
 
-    async def add_templates(self, event_id: uuid.UUID, templates: Sequence[TemplateIn], **kw: Any) -> TemplatesCreated:
-        body = TemplatesCreate(templates=list(templates))
-        return await self._call("POST", f"/v1/galleries/{event_id}/templates", TemplatesCreated, body=body, **kw)
+    async def add_templates(self, event_id: uuid.UUID, body: TemplatesCreate) -> TemplatesCreated:
+        path = f"/v1/galleries/{event_id}/templates"
+        return await self.call("POST", path, TemplatesCreated, operation="add_templates", body=body, answers=NOT_FOUND)
 
-    async def attendee_templates(self, event_id: uuid.UUID, attendee_id: uuid.UUID, **kw: Any) -> AttendeeTemplates:
+    async def attendee_templates(self, event_id: uuid.UUID, attendee_id: uuid.UUID) -> AttendeeTemplates:
         path = f"/v1/galleries/{event_id}/attendees/{attendee_id}/templates"
-        return await self._call("GET", path, AttendeeTemplates, **kw)
+        return await self.call(
+            "GET", path, AttendeeTemplates, operation="attendee_templates", answers=NOT_FOUND, retry=True
+        )
 
-    async def delete_attendee(self, event_id: uuid.UUID, attendee_id: uuid.UUID, **kw: Any) -> Deleted:
-        return await self._call("DELETE", f"/v1/galleries/{event_id}/attendees/{attendee_id}", Deleted, **kw)
+    async def delete_attendee(self, event_id: uuid.UUID, attendee_id: uuid.UUID) -> Deleted:
+        path = f"/v1/galleries/{event_id}/attendees/{attendee_id}"
+        return await self.call("DELETE", path, Deleted, operation="delete_attendee", answers=NOT_FOUND)
 
     # --- matching ---
 
-    async def search(
-        self, event_id: uuid.UUID, *, model_id: str, embedding: Sequence[float], k: int = 5, **kw: Any
-    ) -> SearchResponse:
-        body = SearchRequest(model_id=model_id, embedding=list(embedding), k=k)
-        return await self._call("POST", f"/v1/galleries/{event_id}/search", SearchResponse, body=body, **kw)
+    async def search(self, event_id: uuid.UUID, body: SearchRequest) -> SearchResponse:
+        path = f"/v1/galleries/{event_id}/search"
+        return await self.call(
+            "POST", path, SearchResponse, operation="search", body=body, answers=NOT_FOUND, retry=True
+        )
 
-    async def distance(
-        self, event_id: uuid.UUID, attendee_id: uuid.UUID, *, model_id: str, embedding: Sequence[float], **kw: Any
-    ) -> DistanceResponse:
-        body = DistanceRequest(model_id=model_id, embedding=list(embedding))
+    async def distance(self, event_id: uuid.UUID, attendee_id: uuid.UUID, body: DistanceRequest) -> DistanceResponse:
         path = f"/v1/galleries/{event_id}/attendees/{attendee_id}/distance"
-        return await self._call("POST", path, DistanceResponse, body=body, **kw)
+        return await self.call(
+            "POST", path, DistanceResponse, operation="distance", body=body, answers=NOT_FOUND, retry=True
+        )

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.matcher import TemplateIn
 from services.contracts.models import get_model
-from services.matcher import store
+from services.matcher import search_store, write_store
 from services.matcher.metrics import SEARCH_CANDIDATES, SEARCHES
 from services.matcher.resident import Match, ResidentGallery, Residents
 from services.matcher.searchpool import SearchConnection
@@ -36,7 +36,7 @@ Answered = Literal["exact", "hnsw", "resident"]  # what answered a search
 
 @dataclass(frozen=True)
 class Gallery:
-    row: store.GalleryRow
+    row: write_store.GalleryRow
     templates: int
     attendees: int
     search_mode: Mode
@@ -69,15 +69,15 @@ class GalleryCache:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self._entries: dict[uuid.UUID, tuple[float, store.GalleryMeta]] = {}
+        self._entries: dict[uuid.UUID, tuple[float, search_store.GalleryMeta]] = {}
 
-    def get(self, event_id: uuid.UUID, ttl_s: float) -> store.GalleryMeta | None:
+    def get(self, event_id: uuid.UUID, ttl_s: float) -> search_store.GalleryMeta | None:
         hit = self._entries.get(event_id)
         if hit is None or time.monotonic() - hit[0] > ttl_s:
             return None
         return hit[1]
 
-    def put(self, event_id: uuid.UUID, meta: store.GalleryMeta) -> None:
+    def put(self, event_id: uuid.UUID, meta: search_store.GalleryMeta) -> None:
         if not self.enabled:
             return
         if len(self._entries) > 10_000:  # bound the memory of a long-lived process; expired entries go first
@@ -92,7 +92,8 @@ NO_CACHE = GalleryCache(enabled=False)
 
 
 def search_mode(templates: int, settings: MatcherSettings) -> Mode:
-    return "exact" if templates <= settings.exact_max_templates else "hnsw"
+    """What Postgres would use (`search_store.search_path` decides; a resident copy stands in for HNSW)."""
+    return "exact" if search_store.search_path(templates, settings) == "exact" else "hnsw"
 
 
 def unit_vector(values: Sequence[float] | np.ndarray, *, dim: int, field: str = "embedding") -> np.ndarray:
@@ -110,8 +111,8 @@ def unit_vector(values: Sequence[float] | np.ndarray, *, dim: int, field: str = 
     return (vec / norm).astype(np.float32)
 
 
-async def _require(session: AsyncSession, event_id: uuid.UUID, *, for_update: bool = False) -> store.GalleryRow:
-    row = await store.get_gallery(session, event_id, for_update=for_update)
+async def _require(session: AsyncSession, event_id: uuid.UUID, *, for_update: bool = False) -> write_store.GalleryRow:
+    row = await write_store.get_gallery(session, event_id, for_update=for_update)
     if row is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     return row
@@ -136,10 +137,10 @@ async def ensure_gallery(
     if model is None:
         raise Unprocessable(f"unknown model {model_id!r}", code="unknown_model")
     cache.invalidate(event_id)
-    created = await store.insert_gallery(session, event_id, model_id=model.id, dim=model.dim)
+    created = await write_store.insert_gallery(session, event_id, model_id=model.id, dim=model.dim)
     if created is not None:
         # An empty HNSW index costs nothing and takes inserts, so the gallery never needs a rebuild step.
-        await store.create_partition(
+        await write_store.create_partition(
             session, event_id, dim=model.dim, m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction
         )
         return Gallery(row=created, templates=0, attendees=0, search_mode=search_mode(0, settings))
@@ -151,14 +152,14 @@ async def ensure_gallery(
 
 async def gallery_stats(session: AsyncSession, event_id: uuid.UUID, *, settings: MatcherSettings) -> Gallery:
     row = await _require(session, event_id)
-    templates, attendees = await store.gallery_counts(session, event_id)
+    templates, attendees = await write_store.gallery_counts(session, event_id)
     return Gallery(row=row, templates=templates, attendees=attendees, search_mode=search_mode(row.templates, settings))
 
 
 async def drop_gallery(session: AsyncSession, event_id: uuid.UUID, *, cache: GalleryCache = NO_CACHE) -> int:
     row = await _require(session, event_id, for_update=True)
     cache.invalidate(event_id)
-    await store.drop_gallery(session, event_id)
+    await write_store.drop_gallery(session, event_id)
     return row.templates
 
 
@@ -174,16 +175,16 @@ async def add_templates(
         if t.quality is not None and not math.isfinite(t.quality):
             raise Unprocessable(f"templates[{i}].quality is not finite", code="invalid_quality")
         rows.append((uuid.uuid4(), t.attendee_id, t.model_id, vec, t.quality))
-    version = await store.lock_gallery(session, event_id)
+    version = await write_store.lock_gallery(session, event_id)
     if version is None:  # dropped between our read and the lock
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     new_attendees = {r[1] for r in rows}
     try:
-        known = await store.known_attendees(session, event_id, list(new_attendees))
-        await store.insert_templates(session, event_id, rows=rows, version=version)
+        known = await write_store.known_attendees(session, event_id, list(new_attendees))
+        await write_store.insert_templates(session, event_id, rows=rows, version=version)
     except ProgrammingError as exc:  # the partition is gone though the registry row was there
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
-    await store.commit_change(
+    await write_store.commit_change(
         session, event_id, version=version, delta=len(rows), attendees_delta=len(new_attendees) - known
     )
     cache.invalidate(event_id)
@@ -192,9 +193,9 @@ async def add_templates(
 
 async def attendee_templates(
     session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID
-) -> tuple[str, list[store.TemplateRow]]:
+) -> tuple[str, list[write_store.TemplateRow]]:
     row = await _require(session, event_id)
-    found = await store.attendee_templates(session, event_id, attendee_id)
+    found = await write_store.attendee_templates(session, event_id, attendee_id)
     if not found:
         raise NotFound(f"attendee {attendee_id} has no templates in event {event_id}", code="attendee_not_found")
     return row.model_id, found
@@ -203,12 +204,12 @@ async def attendee_templates(
 async def delete_attendee(
     session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID, *, cache: GalleryCache = NO_CACHE
 ) -> int:
-    version = await store.lock_gallery(session, event_id)
+    version = await write_store.lock_gallery(session, event_id)
     if version is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-    deleted = await store.delete_attendee(session, event_id, attendee_id, version=version)
+    deleted = await write_store.delete_attendee(session, event_id, attendee_id, version=version)
     if deleted:  # a no-op delete leaves the version alone, so resident copies stay current
-        await store.commit_change(session, event_id, version=version, delta=-deleted, attendees_delta=-1)
+        await write_store.commit_change(session, event_id, version=version, delta=-deleted, attendees_delta=-1)
     cache.invalidate(event_id)
     return deleted
 
@@ -224,14 +225,14 @@ async def attendee_distance(
     row = await _require(session, event_id)
     _check_model(event_id, row.model_id, model_id)
     query = unit_vector(embedding, dim=row.dim)
-    found = await store.attendee_distances(session, event_id, attendee_id, query=query)
+    found = await write_store.attendee_distances(session, event_id, attendee_id, query=query)
     if not found:
         raise NotFound(f"attendee {attendee_id} has no templates in event {event_id}", code="attendee_not_found")
     best = found[0]
     return AttendeeDistance(template_id=best.template_id, distance=best.distance, templates=len(found))
 
 
-def best_per_attendee(neighbours: Sequence[store.Neighbour], k: int) -> list[Match]:
+def best_per_attendee(neighbours: Sequence[write_store.Neighbour], k: int) -> list[Match]:
     """Keep each attendee's nearest template; neighbours arrive nearest first."""
     seen: set[uuid.UUID] = set()
     out: list[Match] = []
@@ -273,7 +274,7 @@ async def search(
             return await _search(conn, event_id, meta, model_id, embedding, k, settings, mode, ef_search)
         except (NotFound, Unprocessable, psycopg.errors.UndefinedTable, psycopg.errors.DataError):
             cache.invalidate(event_id)  # the cached entry may be what is wrong: answer from a fresh read
-    meta = await store.read_gallery_meta(conn, event_id)
+    meta = await search_store.read_gallery_meta(conn.conn, event_id)
     if meta is None:
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
     cache.put(event_id, meta)
@@ -306,7 +307,7 @@ async def _search_resident(
     """The gallery row is read in this search's one round trip; the resident copy answers only if it is at the
     version read. While the read is on its way, the copy's graph is already walked (speculatively: that
     answer is kept only if the copy was at the version Postgres then returns)."""
-    pending = asyncio.ensure_future(store.read_gallery_meta(conn, event_id))
+    pending = asyncio.ensure_future(search_store.read_gallery_meta(conn.conn, event_id))
     early: tuple[ResidentGallery, int, list[Match]] | None = None
     copy = residents.galleries.get(event_id)
     if copy is not None and len(embedding) == copy.dim:
@@ -337,7 +338,7 @@ async def _search_resident(
 async def _search(
     conn: SearchConnection,
     event_id: uuid.UUID,
-    meta: store.GalleryMeta,
+    meta: search_store.GalleryMeta,
     model_id: str,
     embedding: Sequence[float] | np.ndarray,
     k: int,
@@ -355,7 +356,9 @@ async def _search(
         floor = k * settings.overfetch_per_attendee
         large = meta.templates > settings.hnsw_large_templates
         ef = min(1000, max(ef_search or (settings.hnsw_ef_search_large if large else settings.hnsw_ef_search), floor))
-        neighbours = await store.search_on(conn, event_id, query=query, n=ef, k=k, hnsw=True, dim=meta.dim, ef=ef)
+        neighbours = await search_store.search_on(
+            conn, event_id, query=query, n=ef, k=k, hnsw=True, dim=meta.dim, ef=ef
+        )
         matches = best_per_attendee(neighbours, k)  # already one row per attendee; keeps the types uniform
         candidates = ef
     else:
@@ -363,7 +366,7 @@ async def _search(
         # templates) and there are more rows, double and retry. Full recall by construction.
         n = k * settings.overfetch_per_attendee
         while True:
-            neighbours = await store.search_on(
+            neighbours = await search_store.search_on(
                 conn, event_id, query=query, n=n, k=k, hnsw=False, dim=meta.dim, ef=settings.hnsw_ef_search
             )
             matches = best_per_attendee(neighbours, k)

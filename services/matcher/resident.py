@@ -27,7 +27,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 
 from services.common.db import CONNECT_TIMEOUT_S, libpq_url
-from services.matcher import store
+from services.matcher import search_store
 from services.matcher.settings import MatcherSettings
 
 log = logging.getLogger("facegate.matcher.resident")
@@ -148,10 +148,9 @@ class Residents:
 
     def wanted(self, templates: int) -> bool:
         """Galleries searched by HNSW (above the exact cut-over) that fit the process's budget."""
-        s = self.settings
-        return s.resident_enabled and s.exact_max_templates < templates <= s.resident_max_templates
+        return search_store.search_path(templates, self.settings) == "resident"
 
-    def current(self, event_id: uuid.UUID, meta: store.GalleryMeta) -> ResidentGallery | None:
+    def current(self, event_id: uuid.UUID, meta: search_store.GalleryMeta) -> ResidentGallery | None:
         """The resident copy if it is exactly at `meta` (read in this search's round trip); else schedule the
         copy to catch up (or be built) and return None, so this search goes to Postgres."""
         res = self.galleries.get(event_id)
@@ -206,38 +205,26 @@ class Residents:
             await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
             await conn.set_read_only(True)
             await register_vector_async(conn)
-            cur = await conn.execute(
-                "SELECT model_id, dim, templates, version FROM matcher_galleries WHERE event_id = %s", (event_id,)
-            )
-            row = await cur.fetchone()
-            if row is None or not self.wanted(int(row[2])):
+            meta = await search_store.read_gallery_meta(conn, event_id)
+            if meta is None or not self.wanted(meta.templates):
                 self.forget(event_id)
                 return
-            meta = store.GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3])
-            table = store.quoted_partition(event_id)
             res = self.galleries.get(event_id)
             if res is not None and res.model_id == meta.model_id and res.dim == meta.dim:
                 if res.version == meta.version:
                     return
-                cur = await conn.execute(
-                    f"SELECT count(*) FROM {table} WHERE event_id = %s AND version > %s", (event_id, res.version)
-                )
-                added = int((await cur.fetchone() or (0,))[0])
+                added = await search_store.changed_since(conn, event_id, res.version)
                 # Small changes are applied in place, between searches; big ones or many deletions rebuild.
                 if added <= self.settings.resident_catch_up_rows and res.deleted <= res.count // 5:
-                    rows = await _fetch(conn, table, event_id, after=res.version)
-                    cur = await conn.execute(
-                        "SELECT template_id FROM matcher_tombstones WHERE event_id = %s AND version > %s",
-                        (event_id, res.version),
-                    )
-                    gone = [r[0] for r in await cur.fetchall()]
+                    rows = await search_store.fetch_templates(conn, event_id, after=res.version)
+                    gone = await search_store.tombstones_since(conn, event_id, res.version)
                     if self.galleries.get(event_id) is res:  # not forgotten meanwhile
                         res.remove(gone)
                         res.add(*rows, threads=1)
                         res.version = meta.version
                     return
             self._make_room(event_id, meta.templates)
-            rows = await _fetch(conn, table, event_id, after=None)
+            rows = await search_store.fetch_templates(conn, event_id, after=None)
         s = self.settings
         fresh = ResidentGallery(
             model_id=meta.model_id,
@@ -267,22 +254,3 @@ class Residents:
             oldest = min(self.galleries, key=lambda e: self.galleries[e].last_used)
             log.info("gallery %s no longer resident (budget)", oldest)
             self.forget(oldest)
-
-
-async def _fetch(
-    conn: psycopg.AsyncConnection, table: str, event_id: uuid.UUID, *, after: int | None
-) -> tuple[list[uuid.UUID], list[uuid.UUID], np.ndarray]:
-    """(template ids, attendee ids, vectors [n, dim]) of the partition, or of its rows stamped after `after`.
-    A server-side cursor in binary: vectors arrive as float32 arrays, 10k rows at a time."""
-    where, params = ("WHERE event_id = %s AND version > %s", (event_id, after)) if after is not None else ("", ())
-    tids: list[uuid.UUID] = []
-    aids: list[uuid.UUID] = []
-    chunks: list[np.ndarray] = []
-    async with conn.cursor(name="facegate_resident", binary=True) as cur:
-        await cur.execute(f"SELECT id, attendee_id, embedding FROM {table} {where}", params)
-        while batch := await cur.fetchmany(10_000):
-            tids.extend(r[0] for r in batch)
-            aids.extend(r[1] for r in batch)
-            chunks.append(np.stack([r[2].to_numpy() for r in batch]).astype(np.float32, copy=False))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
-    return tids, aids, vectors

@@ -24,7 +24,7 @@ from services.common.db import CONNECT_TIMEOUT_S, PoolExhausted
 
 @dataclass(eq=False)
 class SearchConnection:
-    """A pooled connection and what its session has been given (see `store.search_on`)."""
+    """A pooled connection and what its session has been given (see `search_store.search_on`)."""
 
     conn: psycopg.AsyncConnection[Any]
     generation: int

@@ -408,6 +408,7 @@ class Score:
     name: str
     e: np.ndarray
     cost: str  # how the cost per frame is made up
+    head: bool = False  # uses a trained head: calibrated on the fit identities the head did not train on
 
 
 def _rate(r: fit.Rate) -> dict[str, Any]:
@@ -484,6 +485,8 @@ def run_levers(
     raw = {k: v[ok] for k, v in raw.items()}
     held = fit.held_back_mask(labels)
     fit_m = ~held
+    # Scores with a trained head are fitted (weights, calibration, band) on the fit identities it did not train on.
+    head_fit_m = fit_m & ~fit.head_training_mask(labels)
     n_held = len(np.unique(labels[held]))
     print(
         f"{ok.sum()} photos with a face; fit: {len(np.unique(labels[fit_m]))} identities ({fit_m.sum()} photos), "
@@ -519,25 +522,26 @@ def run_levers(
         h = load_head(Path(path))
         base = d if h.model_id == DLIB else f
         projected = h.apply(base)
-        scores.append(Score(f"{h.model_id} + triplet head", projected, h.model_id))
+        scores.append(Score(f"{h.model_id} + triplet head", projected, h.model_id, head=True))
         if h.model_id == FACENET:
-            fu_h = fit_fusion(d[fit_m], projected[fit_m], labels[fit_m], fit_weight=True)
+            fu_h = fit_fusion(d[head_fit_m], projected[head_fit_m], labels[head_fit_m], fit_weight=True)
             report["fusion_head"] = fu_h.__dict__
             name_h = f"fusion, FaceNet with the head (w={fu_h.weight:.2f})"
-            scores.append(Score(name_h, fu_h.embed(d, projected), "both"))
+            scores.append(Score(name_h, fu_h.embed(d, projected), "both", head=True))
             cascades.append(("cascade, FaceNet with the head", d, projected, fu_h, name_h, DLIB))
             if flips:
                 # The head was trained on unflipped embeddings; it is applied to the flip average as it is.
                 pf = h.apply(f_flip)
-                fu_hf = fit_fusion(d_flip[fit_m], pf[fit_m], labels[fit_m], fit_weight=True)
+                fu_hf = fit_fusion(d_flip[head_fit_m], pf[head_fit_m], labels[head_fit_m], fit_weight=True)
                 report["fusion_head_flip"] = fu_hf.__dict__
                 name_hf = f"fusion + flip, FaceNet with the head (w={fu_hf.weight:.2f})"
-                scores.append(Score(name_hf, fu_hf.embed(d_flip, pf), "both x2"))
+                scores.append(Score(name_hf, fu_hf.embed(d_flip, pf), "both x2", head=True))
                 cascades.append(("cascade + flip, FaceNet with the head", d_flip, pf, fu_hf, name_hf, DLIB + " + flip"))
     cals: dict[str, Calibration] = {}
     sizes_1 = [k for k in SIZES if k <= n_held - 100]
     for s in scores:
-        cal = calibrate_score(s.name, s.e[fit_m], labels[fit_m], n_held)
+        m = head_fit_m if s.head else fit_m
+        cal = calibrate_score(s.name, s.e[m], labels[m], n_held)
         cals[s.name] = cal
         tar = tar_at_fmr(s.e[held], labels[held])
         report["verify"][s.name] = {str(x): _rate(v) for x, v in tar.items()}
@@ -547,11 +551,13 @@ def run_levers(
         print(f"  {s.name}: TAR@1e-3 {1 - tar[1e-3].value:.1%}, K={sizes_1[-1]} FNIR@FPIR0.003 "
               f"{r.fnir_at[0.003].value:.1%} ({time.perf_counter() - t_start:.0f}s)", flush=True)  # fmt: skip
 
-    # The cascades (dlib first, then a fitted fusion): band chosen on the fit identities, measured held back.
+    # The cascades (dlib first, then a fitted fusion): band chosen on the fit identities (those a head did not
+    # train on, where the cascade has one), measured held back.
     report["cascade_band"] = {}
     for c_name, first, second, fu, fused_name, first_name in cascades:
         cal_first = cals[first_name]
-        band, band_rows = choose_band(first[fit_m], second[fit_m], labels[fit_m], fu, cal_first, cals[fused_name])
+        m = head_fit_m if "head" in c_name else fit_m
+        band, band_rows = choose_band(first[m], second[m], labels[m], fu, cal_first, cals[fused_name])
         report["cascade_band"][c_name] = {"lo": band.lo, "hi": band.hi, "top": band.top, "candidates": band_rows}
         for k in sizes_1:
             r = cascade_identify(first[held], second[held], labels[held], fu, band, cal_first, cals[fused_name], k=k)

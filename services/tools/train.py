@@ -2,11 +2,14 @@
 
     facegate train --faces ../shared/faces/calib [--model dlib-resnet-128] [--out data/heads/<model>.npz]
 
-The frozen model embeds every photo once through the real pipeline (the `facegate calibrate` cache). Only the
-fit identities (`fit.is_held_back` is false) train the head; a tenth of them (by the same kind of name hash)
-are set aside to pick the epoch, so the held-back identities are read only to report what the head does to
-them. The head is y = normalise(x + x W + b), W and b starting at zero (the identity: the head can only move
-away from the frozen model as far as the data pushes it, with an L2 pull back), trained with FaceNet's triplet
+The frozen model embeds every photo once through the real pipeline (the `facegate calibrate` cache). Only half
+of the fit identities (`fit.is_held_back` false, `fit.is_head_training` true) train the head, and a tenth of
+those (by the same kind of name hash) are set aside to pick the epoch; the other half of the fit identities
+calibrates every score that uses the head (a head's own training identities would understate its impostors'
+tail), and the held-back identities are read only to report what the head does to them.
+
+The head is y = normalise(x + x W + b), W and b starting at zero (the identity: the head can only move away
+from the frozen model as far as the data pushes it, with an L2 pull back), trained with FaceNet's triplet
 loss and semi-hard online mining: batches of P identities x K photos, every anchor-positive pair of a batch,
 for each the nearest negative that is still farther than the positive (semi-hard), or the farthest negative
 when none is. Distances are cosine distances; the margin defaults to the median genuine distance of the
@@ -165,6 +168,7 @@ def held_back_effect(
     from services.tools import levers
 
     held = fit.held_back_mask(labels_all)
+    calib = ~held & ~fit.head_training_mask(labels_all)  # never the head's own training identities
     e_all = levers.normalise(e_all)
     after = head.apply(e_all)
     out: dict[str, Any] = {}
@@ -173,7 +177,7 @@ def held_back_effect(
         row["tar_miss"] = {str(x): levers._rate(r) for x, r in levers.tar_at_fmr(e[held], labels_all[held]).items()}
         if identify:
             n_held = len(np.unique(labels_all[held]))
-            cal = levers.calibrate_score(name, e[~held], labels_all[~held], n_held)
+            cal = levers.calibrate_score(name, e[calib], labels_all[calib], n_held)
             k = max(s for s in levers.SIZES if s <= n_held - 100)
             r = levers.identify(e[held], labels_all[held], cal, k=k)
             row["identify"] = levers.result_json(name, r)
@@ -189,20 +193,23 @@ def run_train(*, faces: str, model_id: str, out: str | None, epochs: int, cache_
     ok = fs.has_face
     e, labels = fs.embeddings[ok], fs.labels[ok]
     held = fit.held_back_mask(labels)
-    fit_ids = len(np.unique(labels[~held]))
+    train_m = fit.head_training_mask(labels)
+    fit_ids = len(np.unique(labels[train_m]))
     n_held = len(np.unique(labels[held]))
     print(
-        f"{model_id}: training on {fit_ids} fit identities ({(~held).sum()} photos); "
+        f"{model_id}: training on {fit_ids} fit identities ({train_m.sum()} photos); the other "
+        f"{len(np.unique(labels[~held & ~train_m]))} fit identities calibrate; "
         f"{n_held} held-back identities ({held.sum()} photos) only measured",
         flush=True,
     )
     t0 = time.perf_counter()
-    res = train_head(e[~held], labels[~held], model_id, epochs=epochs)
+    res = train_head(e[train_m], labels[train_m], model_id, epochs=epochs)
     effect = held_back_effect(e, labels, res.head, res.margin)
     res.head.header.update({
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "trained_on": {"faces": folder.name, "fit_identities": fit_ids, "fit_photos": int((~held).sum()),
-                       "split": "fit.is_held_back false; a tenth by train.is_validation picks the epoch"},
+        "trained_on": {"faces": folder.name, "fit_identities": fit_ids, "fit_photos": int(train_m.sum()),
+                       "split": "fit.is_held_back false and fit.is_head_training true; a tenth by "
+                                "train.is_validation picks the epoch; the other fit identities calibrate"},
         "training": {"loss": "triplet, semi-hard online mining", "margin": res.margin, "epochs": epochs,
                      "best_epoch": res.best_epoch, "seconds": round(time.perf_counter() - t0, 1)},
         "held_back": effect,

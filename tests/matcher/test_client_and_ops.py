@@ -15,8 +15,15 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from services.common.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
-from services.contracts.matcher import TemplateIn
+from services.common.errors import DependencyUnavailable, NotFound, ServiceUnavailable
+from services.common.observability import current_request_id
+from services.contracts.matcher import (
+    DistanceRequest,
+    GalleryCreate,
+    SearchRequest,
+    TemplateIn,
+    TemplatesCreate,
+)
 from services.matcher.client import MatcherClient
 from tests.conftest import MATCHER_HEADERS
 from tests.matcher.conftest import DIM, MODEL, running_app, unit
@@ -24,24 +31,34 @@ from tests.matcher.conftest import DIM, MODEL, running_app, unit
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _templates(people: list[uuid.UUID], vecs: np.ndarray) -> list[TemplateIn]:
-    return [
-        TemplateIn(attendee_id=p, model_id=MODEL, embedding=[float(x) for x in v])
-        for p, v in zip(people, vecs, strict=True)
-    ]
+def _templates(people: list[uuid.UUID], vecs: np.ndarray) -> TemplatesCreate:
+    return TemplatesCreate(
+        templates=[
+            TemplateIn(attendee_id=p, model_id=MODEL, embedding=[float(x) for x in v])
+            for p, v in zip(people, vecs, strict=True)
+        ]
+    )
+
+
+def _search(v: np.ndarray, k: int) -> SearchRequest:
+    return SearchRequest(model_id=MODEL, embedding=list(map(float, v)), k=k)
 
 
 async def _exercise(mc: MatcherClient) -> None:
     event = uuid.uuid4()
-    g = await mc.ensure_gallery(event, MODEL)
+    g = await mc.ensure_gallery(event, GalleryCreate(model_id=MODEL))
     assert g.model_id == MODEL and g.templates == 0
     people = [uuid.uuid4() for _ in range(5)]
     vecs = unit(np.random.default_rng(21), 5)
-    created = await mc.add_templates(event, _templates(people, vecs), request_id="test-req-1")
+    token = current_request_id.set("test-req-1")  # forwarded by the client's hook, as in a gateway request
+    try:
+        created = await mc.add_templates(event, _templates(people, vecs))
+    finally:
+        current_request_id.reset(token)
     assert len(created.ids) == 5
-    found = await mc.search(event, model_id=MODEL, embedding=list(map(float, vecs[3])), k=2)
+    found = await mc.search(event, _search(vecs[3], 2))
     assert found.matches[0].attendee_id == people[3] and found.matches[0].distance < 1e-5
-    d = await mc.distance(event, people[1], model_id=MODEL, embedding=list(map(float, vecs[1])))
+    d = await mc.distance(event, people[1], DistanceRequest(model_id=MODEL, embedding=list(map(float, vecs[1]))))
     assert d.templates == 1 and d.distance < 1e-5
     t = await mc.attendee_templates(event, people[2])
     assert t.templates[0].id == created.ids[2]
@@ -51,12 +68,13 @@ async def _exercise(mc: MatcherClient) -> None:
     with pytest.raises(NotFound) as nf:
         await mc.attendee_templates(event, people[2])
     assert nf.value.error_code == "attendee_not_found"
-    with pytest.raises(Conflict) as cf:
-        await mc.ensure_gallery(event, "dlib-resnet-128")
-    assert cf.value.error_code == "model_mismatch"
-    with pytest.raises(Unprocessable) as un:
-        await mc.search(event, model_id=MODEL, embedding=[0.5] * 128)
-    assert un.value.error_code == "dimension_mismatch"
+    # a 4xx other than 404 means the two sides disagree about the contract: a fault (503), never an answer
+    with pytest.raises(DependencyUnavailable) as cf:
+        await mc.ensure_gallery(event, GalleryCreate(model_id="dlib-resnet-128"))
+    assert cf.value.reason == "model_mismatch" and cf.value.error_code == "dependency_unavailable"
+    with pytest.raises(DependencyUnavailable) as un:
+        await mc.search(event, SearchRequest(model_id=MODEL, embedding=[0.5] * 128))
+    assert un.value.reason == "dimension_mismatch"
     assert (await mc.drop_gallery(event)).deleted == 4
     with pytest.raises(NotFound):
         await mc.gallery(event)
@@ -75,7 +93,8 @@ async def test_client_maps_transport_failures() -> None:
     async with MatcherClient(f"http://127.0.0.1:{port}", timeout=2) as mc:
         with pytest.raises(ServiceUnavailable) as exc:
             await mc.gallery(uuid.uuid4())
-        assert exc.value.error_code == "matcher_unavailable"
+        assert exc.value.error_code == "dependency_unavailable" and exc.value.reason == "matcher_unavailable"
+        assert exc.value.headers == {"Retry-After": "5"}
 
     def boom(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, json={"code": "internal_error", "detail": "internal error"})
@@ -145,13 +164,13 @@ async def test_search_in_exact_and_hnsw_modes_agrees_on_small_gallery(pg_url: st
         MatcherClient(transport=httpx.ASGITransport(app=app), headers=MATCHER_HEADERS) as mc,
         MatcherClient(transport=httpx.ASGITransport(app=happ), headers=MATCHER_HEADERS) as hc,
     ):
-        await mc.ensure_gallery(event, MODEL)
+        await mc.ensure_gallery(event, GalleryCreate(model_id=MODEL))
         await mc.add_templates(event, _templates(people, vecs))
         assert (await mc.gallery(event)).search_mode == "exact"
         assert (await hc.gallery(event)).search_mode == "hnsw"
         for v in vecs[:5]:
-            a = await mc.search(event, model_id=MODEL, embedding=list(map(float, v)), k=5)
-            b = await hc.search(event, model_id=MODEL, embedding=list(map(float, v)), k=5)
+            a = await mc.search(event, _search(v, 5))
+            b = await hc.search(event, _search(v, 5))
             assert (a.mode, b.mode) == ("exact", "hnsw")
             assert [m.attendee_id for m in a.matches] == [m.attendee_id for m in b.matches]
         await mc.drop_gallery(event)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.matcher import galleries, store
+from services.matcher import galleries, search_store, write_store
 from tests.matcher.conftest import DIM, MODEL, running_app, template
 
 N_PEOPLE, PER_PERSON = 600, 4  # 2,400 templates
@@ -131,46 +133,45 @@ async def test_explain_uses_the_partition_hnsw_index(loaded: dict) -> None:
     event = loaded["event"]
     q = loaded["probes"][0]
     async with app.state.sessionmaker() as session:
-        ctx = await store.search_context(
-            session, event, ef_search=200, ef_search_large=400, large_templates=10**6, force_hnsw=None, exact_max=0
-        )
-        assert ctx is not None and ctx.hnsw
-        sql = store.hnsw_search_sql(event, dim=DIM)
-        plan = await store.explain(session, sql, {"q": q, "n": 200, "k": 10})
+        await _search_settings(session, ef=200, seqscan="off")  # what HNSW mode gets (search_store.search_on)
+        sql = search_store.hnsw_search_sql(event, dim=DIM)
+        plan = await _explain(session, sql, {"q": q, "n": 200, "k": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         nodes = _plan_nodes(plan[0]["Plan"])
         scans = [n for n in nodes if "Scan" in n["Node Type"]]
         assert [n["Node Type"] for n in scans] == ["Index Scan"], nodes
-        assert scans[0]["Index Name"] == f"{store.partition_name(event)}_hnsw"
-        assert scans[0]["Relation Name"] == store.partition_name(event)
+        assert scans[0]["Index Name"] == f"{write_store.partition_name(event)}_hnsw"
+        assert scans[0]["Relation Name"] == write_store.partition_name(event)
 
         # And without our enable_seqscan guard the planner picks the index on its own at this size.
         await session.rollback()
         await session.execute(text("SELECT set_config('hnsw.ef_search', '40', true)"))
-        plan = await store.explain(session, sql, {"q": q, "n": 40, "k": 10})
+        plan = await _explain(session, sql, {"q": q, "n": 40, "k": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         scans = [n for n in _plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
         assert [n["Node Type"] for n in scans] == ["Index Scan"]
 
-        # Galleries above the "large" size get the larger candidate list, in the same round trip.
-        await session.rollback()
-        ctx = await store.search_context(
-            session, event, ef_search=200, ef_search_large=400, large_templates=100, force_hnsw=None, exact_max=0
-        )
-        assert ctx is not None and ctx.ef_search == 400
-        assert (await session.execute(text("SHOW hnsw.ef_search"))).scalar() == "400"
-        assert (await session.execute(text("SHOW enable_seqscan"))).scalar() == "off"
-
         # The exact statement, with the settings exact mode gets, must not use it (its expression differs).
         await session.rollback()
-        ctx = await store.search_context(
-            session, event, ef_search=200, ef_search_large=400, large_templates=10**6, force_hnsw=None, exact_max=10**6
-        )
-        assert ctx is not None and not ctx.hnsw
-        plan = await store.explain(session, store.exact_search_sql(event), {"q": q, "n": 10})
+        await _search_settings(session, ef=200, seqscan="on")
+        plan = await _explain(session, search_store.exact_search_sql(event), {"q": q, "n": 10})
         plan = plan if isinstance(plan, list) else json.loads(plan)
         assert not any("Index" in n["Node Type"] for n in _plan_nodes(plan[0]["Plan"]))
         await session.rollback()
+
+
+async def _search_settings(session: AsyncSession, *, ef: int, seqscan: str) -> None:
+    await session.execute(
+        text("SELECT set_config('hnsw.ef_search', :ef, true), set_config('enable_seqscan', :s, true)"),
+        {"ef": str(ef), "s": seqscan},
+    )
+
+
+async def _explain(session: AsyncSession, sql: str, params: dict[str, Any]) -> Any:
+    """EXPLAIN (FORMAT JSON) of a search statement, bound as the search binds it (psycopg, the vector as text)."""
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    cur = await driver.execute(f"EXPLAIN (FORMAT JSON) {sql}", {**params, "q": write_store.vector_literal(params["q"])})
+    return (await cur.fetchone())[0]
 
 
 async def test_cached_gallery_never_answers_for_a_changed_gallery(
@@ -196,7 +197,7 @@ async def test_cached_gallery_never_answers_for_a_changed_gallery(
             await session.execute(text(sql))
             await session.commit()
 
-    part = store.partition_name(event)
+    part = write_store.partition_name(event)
     # Dropped elsewhere: 404, not a 500 from the missing partition.
     await behind_our_back(f"DROP TABLE \"{part}\"; DELETE FROM matcher_galleries WHERE event_id = '{event}'")
     r = await client.post(f"/v1/galleries/{event}/search", json=body)
@@ -208,7 +209,9 @@ async def test_cached_gallery_never_answers_for_a_changed_gallery(
         await session.commit()
     r = await client.post(f"/v1/galleries/{event}/search", json=body)
     assert r.status_code == 422 and r.json()["code"] == "model_mismatch"
-    app.state.gallery_cache.put(event, store.GalleryMeta(model_id=MODEL, dim=DIM, templates=1))  # a replica's: stale
+    app.state.gallery_cache.put(
+        event, search_store.GalleryMeta(model_id=MODEL, dim=DIM, templates=1)
+    )  # a replica's: stale
     r = await client.post(
         f"/v1/galleries/{event}/search", json={"model_id": "dlib-resnet-128", "embedding": [0.1] * 128, "k": 1}
     )
@@ -229,9 +232,9 @@ async def test_search_connection_settings_and_plan(loaded: dict) -> None:
         cur = await drv.execute("SELECT current_setting('hnsw.ef_search'), current_setting('enable_seqscan')")
         assert await cur.fetchone() == (str(app.state.settings.hnsw_ef_search), "off")
         cur = await drv.execute(
-            "EXPLAIN (FORMAT JSON) " + store.hnsw_search_sql(event, dim=DIM), {"q": q, "n": 200, "k": 10}
+            "EXPLAIN (FORMAT JSON) " + search_store.hnsw_search_sql(event, dim=DIM), {"q": q, "n": 200, "k": 10}
         )
         plan = (await cur.fetchone())[0]
         plan = plan if isinstance(plan, list) else json.loads(plan)
         scans = [n for n in _plan_nodes(plan[0]["Plan"]) if "Scan" in n["Node Type"]]
-        assert [n["Index Name"] for n in scans] == [f"{store.partition_name(event)}_hnsw"]
+        assert [n["Index Name"] for n in scans] == [f"{write_store.partition_name(event)}_hnsw"]

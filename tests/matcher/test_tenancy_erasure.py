@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from services.matcher import store
+from services.matcher import write_store
 from tests.matcher.conftest import MODEL, template, unit
 
 
@@ -86,7 +86,7 @@ async def test_erasure_of_attendee_and_event(app_client: tuple[FastAPI, httpx.As
     assert (await client.delete(f"/v1/galleries/{event}")).json() == {"deleted": 8}
     assert await _rows(app, "event_id = :e", e=event) == 0
     async with app.state.sessionmaker() as session:
-        reg = await session.execute(text("SELECT to_regclass(:t)"), {"t": store.partition_name(event)})
+        reg = await session.execute(text("SELECT to_regclass(:t)"), {"t": write_store.partition_name(event)})
         assert reg.scalar() is None  # the partition (and its index) is gone, not just emptied
     r = await client.post(
         f"/v1/galleries/{event}/search", json={"model_id": MODEL, "embedding": list(map(float, vecs[5]))}

@@ -10,7 +10,16 @@ from fastapi.responses import JSONResponse
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import attendees, enrolment, events
 from services.gateway.authfirst import AuthFirstRoute
-from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.deps import (
+    CacheDep,
+    EmbedderDep,
+    MatcherDep,
+    RequireOrganiser,
+    SessionDep,
+    SessionmakerDep,
+    SettingsDep,
+)
+from services.gateway.idempotency import StoredResponse
 from services.gateway.schemas import AttendeeList, AttendeeOut, Enrolled, Erased
 from services.gateway.uploads import read_upload, single_valued
 
@@ -27,9 +36,10 @@ router = APIRouter(
 )
 async def enrol(
     event_id: uuid.UUID,
-    session: SessionDep,
+    sessionmaker: SessionmakerDep,  # the saga's own unit of work, not the request's session
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     name: Annotated[str, Form(min_length=1, max_length=200)],
@@ -43,23 +53,25 @@ async def enrol(
 ) -> JSONResponse:
     """Register an attendee with face photos, all or nothing. 422 `quality_rejected` lists every photo's reasons;
     409 `duplicate_face` names the attendee whose face a photo shows."""
-    event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    status, body = await enrolment.enrol(
-        session,
+    result = await enrolment.enrol(
+        sessionmaker,
         principal=principal,
-        event=event,
+        event_id=event_id,
         name=name,
         ticket_code=ticket_code,
         external_ref=external_ref,
         photos=[await read_upload(p) for p in photos],
         idempotency_key=idempotency_key,
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         cache=cache,
         max_photos=settings.max_photos_per_request,
         idempotency_ttl=timedelta(seconds=settings.idempotency_ttl_s),
         allow_duplicate_face=allow_duplicate_face,
     )
-    return JSONResponse(status_code=status, content=body)
+    if isinstance(result, StoredResponse):  # a retry: what the first attempt answered, as it was
+        return JSONResponse(status_code=result.status_code, content=result.body)
+    return JSONResponse(status_code=201, content=result.response().model_dump(mode="json"))
 
 
 @router.get("", response_model=AttendeeList)
@@ -95,23 +107,26 @@ async def add_photos(
     attendee_id: uuid.UUID,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     photos: Annotated[list[UploadFile], File()],
     allow_duplicate_face: Annotated[bool, Form()] = False,
 ) -> Enrolled:
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    return await enrolment.add_photos(
+    result = await enrolment.add_photos(
         session,
         event=event,
         attendee_id=attendee_id,
         photos=[await read_upload(p) for p in photos],
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         cache=cache,
         max_photos=settings.max_photos_per_request,
         allow_duplicate_face=allow_duplicate_face,
     )
+    return result.response()
 
 
 @router.post("/{attendee_id}/revoke", response_model=AttendeeOut)
@@ -130,10 +145,10 @@ async def erase(
     attendee_id: uuid.UUID,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    matcher: MatcherDep,
     cache: CacheDep,
 ) -> Erased:
     """Erase templates, cached vectors and personal data; the attendee's log rows are anonymised, not deleted."""
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
-    deleted = await attendees.erase(session, event=event, attendee_id=attendee_id, downstream=downstream, cache=cache)
+    deleted = await attendees.erase(session, event=event, attendee_id=attendee_id, matcher=matcher, cache=cache)
     return Erased(attendees=1, templates=deleted)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import access_log, events, thresholds
 from services.gateway.authfirst import AuthFirstRoute
-from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import (
     Decision,
     Erased,
@@ -29,11 +29,17 @@ async def create_event(
     body: EventCreate,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     settings: SettingsDep,
 ) -> EventOut:
     event = await events.create_event(
-        session, principal=principal, body=body, downstream=downstream, default_model_id=settings.default_model_id
+        session,
+        principal=principal,
+        body=body,
+        embedder=embedder,
+        matcher=matcher,
+        default_model_id=settings.default_model_id,
     )
     return await events.event_out(session, event)
 
@@ -68,11 +74,11 @@ async def erase_event(
     event_id: uuid.UUID,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    matcher: MatcherDep,
     cache: CacheDep,
 ) -> Erased:
     """Erase the event and everything of it: templates, cached vectors, attendees, gate keys, access log."""
-    return await events.erase_event(session, principal=principal, event_id=event_id, downstream=downstream, cache=cache)
+    return await events.erase_event(session, principal=principal, event_id=event_id, matcher=matcher, cache=cache)
 
 
 @router.get("/{event_id}/log", response_model=LogPage)

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from services.common.errors import ERROR_RESPONSES
 from services.gateway import gate
 from services.gateway.authfirst import AuthFirstRoute
-from services.gateway.deps import CacheDep, DownstreamDep, RequireGate, SessionDep, SettingsDep
+from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.schemas import GateResult
 from services.gateway.uploads import read_upload, single_valued
 
@@ -16,10 +16,10 @@ router = APIRouter(prefix="/v1/gate", tags=["gate"], responses=ERROR_RESPONSES, 
 
 @router.post("/verify", response_model=GateResult, dependencies=[Depends(single_valued("ticket_code", "frame"))])
 async def verify(
-    request: Request,
     session: SessionDep,
     principal: RequireGate,  # its rate limit was checked before the body (authfirst.py)
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     frame: Annotated[UploadFile, File(description="camera frame (JPEG/PNG)")],
@@ -33,19 +33,19 @@ async def verify(
         event=event,
         ticket_code=ticket_code,
         source=gate.PlainFrame(await read_upload(frame)),
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         cache=cache,
         settings=settings,
-        request_id=getattr(request.state, "request_id", None),
     )
 
 
 @router.post("/identify", response_model=GateResult, dependencies=[Depends(single_valued("frame"))])
 async def identify(
-    request: Request,
     session: SessionDep,
     principal: RequireGate,  # its rate limit was checked before the body (authfirst.py)
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     frame: Annotated[UploadFile, File(description="camera frame (JPEG/PNG)")],
@@ -57,7 +57,7 @@ async def identify(
         principal=principal,
         event=event,
         source=gate.PlainFrame(await read_upload(frame)),
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         settings=settings,
-        request_id=getattr(request.state, "request_id", None),
     )

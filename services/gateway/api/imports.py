@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, FastAPI, File, Request, UploadFile
 
 from services.common.errors import ERROR_RESPONSES, NotFound, PayloadTooLarge
 from services.gateway import events, imports
 from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.bodylimit import MAX_CSV_BYTES
-from services.gateway.deps import CacheDep, DownstreamDep, RequireOrganiser, SessionDep, SettingsDep
+from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireOrganiser, SessionDep, SettingsDep
 from services.gateway.schemas import ImportJobOut
 
 router = APIRouter(
@@ -31,11 +33,13 @@ async def start_import(
     request: Request,
     session: SessionDep,
     principal: RequireOrganiser,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     csv: Annotated[UploadFile, File(description="name,ticket_code[,external_ref][,photos]")],
     photos: Annotated[UploadFile, File(description="zip of the photos")],
+    background: BackgroundTasks,
 ) -> ImportJobOut:
     """Check the CSV and zip, then enrol every row in the background; poll the job for progress."""
     event = await events.get_managed_event(session, principal=principal, event_id=event_id)
@@ -45,25 +49,35 @@ async def start_import(
         max_photos=settings.max_photos_per_request,
     )
     job = await imports.create_job(session, principal=principal, event=event, total=len(rows))
-    out = ImportJobOut.model_validate(job)
-    await session.commit()  # the job row must exist before the task looks for it
-    task = asyncio.create_task(
-        imports.run_job(
+    # Started after the response, so after the request's unit of work committed the job row the task looks for
+    # (`deps.get_session` commits before the response is sent; a failed commit is an error and starts nothing).
+    background.add_task(
+        _start,
+        request.app,
+        functools.partial(
+            imports.run_job,
             job_id=job.id,
             event_id=event.id,
             principal=principal,
             rows=rows,
             archive=archive,
             sessionmaker=request.app.state.sessionmaker,
-            downstream=downstream,
+            embedder=embedder,
+            matcher=matcher,
             cache=cache,
             max_photos=settings.max_photos_per_request,
-        )
+        ),
     )
-    jobs: set[asyncio.Task[None]] = request.app.state.jobs
+    return ImportJobOut.model_validate(job)
+
+
+async def _start(app: FastAPI, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """The job runs beyond this request; the app keeps it (and cancels it at shutdown). Async: a sync background
+    task would run in a worker thread, with no event loop to start the job on."""
+    task = asyncio.create_task(job())
+    jobs: set[asyncio.Task[None]] = app.state.jobs
     jobs.add(task)
     task.add_done_callback(jobs.discard)
-    return out
 
 
 @router.get("/{job_id}", response_model=ImportJobOut)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, UploadFile, status
 
 from services.common.errors import ERROR_RESPONSES
 from services.contracts.liveness import LivenessMode
 from services.gateway import gate, liveness
 from services.gateway.authfirst import AuthFirstRoute
-from services.gateway.deps import CacheDep, DownstreamDep, RequireGate, SessionDep, SettingsDep
+from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.errors import EventNotFound, Forbidden
 from services.gateway.schemas import Challenge, EventMode, GateEvent, GateResult
 from services.gateway.tables import Event
@@ -55,10 +55,10 @@ async def challenge(session: SessionDep, principal: RequireGate, settings: Setti
 
 @router.post("/verify/burst", response_model=GateResult, dependencies=[Depends(single_valued("ticket_code", "nonce"))])
 async def verify_burst(
-    request: Request,
     session: SessionDep,
     principal: RequireGate,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     cache: CacheDep,
     settings: SettingsDep,
     nonce: Nonce,
@@ -76,19 +76,19 @@ async def verify_burst(
         event=event,
         ticket_code=ticket_code,
         source=burst,
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         cache=cache,
         settings=settings,
-        request_id=getattr(request.state, "request_id", None),
     )
 
 
 @router.post("/identify/burst", response_model=GateResult, dependencies=[Depends(single_valued("nonce"))])
 async def identify_burst(
-    request: Request,
     session: SessionDep,
     principal: RequireGate,
-    downstream: DownstreamDep,
+    embedder: EmbedderDep,
+    matcher: MatcherDep,
     settings: SettingsDep,
     nonce: Nonce,
     frames: Frames,
@@ -101,7 +101,7 @@ async def identify_burst(
         principal=principal,
         event=event,
         source=burst,
-        downstream=downstream,
+        embedder=embedder,
+        matcher=matcher,
         settings=settings,
-        request_id=getattr(request.state, "request_id", None),
     )

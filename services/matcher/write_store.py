@@ -1,4 +1,10 @@
-"""SQL of the matcher: the gallery registry and the per-event partitions of `face_templates`.
+"""The matcher's writes (and the reads served beside them), in one style: SQLAlchemy `text()` on the request's
+`AsyncSession` (`matcher/api.py` commits it), the write engine's transactional pool.
+
+Why this style here: writes need transactions and row locks (`lock_gallery`), and DDL (a partition and its HNSW
+index per event) that must commit or roll back with the registry row; the few reads here (a gallery row, an
+attendee's templates, a 1:1 distance, the schema check) are per-request and share the write's session. The
+search hot path is `search_store.py`, in its own style.
 
 Every statement on templates names the event's partition directly. That is the tenancy boundary (a partition
 holds one event's rows and nothing else), it needs no plan-time pruning (so prepared/generic plans cannot
@@ -10,20 +16,14 @@ dimension in the cast that its HNSW index is built on.
 from __future__ import annotations
 
 import re
-import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from services.matcher.searchpool import SearchConnection
 
 PARENT = "face_templates"
 _PARTITION_RE = re.compile(r"^face_templates_e[0-9a-f]{32}$")
@@ -252,172 +252,6 @@ async def attendee_distances(
     )
     result = await session.execute(stmt, {"q": vector_literal(query), "e": event_id, "a": attendee_id})
     return [Neighbour(template_id=r[0], attendee_id=r[1], distance=float(r[2])) for r in result.all()]
-
-
-# --- search ----------------------------------------------------------------------------------------------
-# The hot path talks to the psycopg connection under the session directly (same transaction): two round
-# trips and no SQLAlchemy statement/result machinery, which was 2-3x the CPU of the query itself.
-
-
-@dataclass(frozen=True)
-class SearchContext:
-    model_id: str
-    dim: int
-    templates: int
-    hnsw: bool
-    ef_search: int
-
-
-async def _driver(session: AsyncSession) -> Any:
-    conn = await session.connection()
-    return (await conn.get_raw_connection()).driver_connection
-
-
-def quoted_partition(event_id: uuid.UUID) -> str:
-    return f'"{partition_name(event_id)}"'  # hex-only name, checked by partition_name
-
-
-async def search_context(
-    session: AsyncSession,
-    event_id: uuid.UUID,
-    *,
-    ef_search: int,
-    ef_search_large: int,
-    large_templates: int,
-    force_hnsw: bool | None,
-    exact_max: int,
-) -> SearchContext | None:
-    """Read the gallery and set this transaction's search settings in one round trip.
-
-    HNSW mode (more than `exact_max` templates, unless forced) sets enable_seqscan=off: once a gallery is in
-    HNSW mode a sequential scan is never wanted, and pgvector's cost model can prefer one silently (#466,
-    #556, #727). Exact mode leaves it on, so its query gets the sequential scan it is written for.
-    Galleries above `large_templates` get the larger candidate list `ef_search_large`.
-    """
-    cur = await (await _driver(session)).execute(
-        "SELECT model_id, dim, templates, hnsw, ef, set_config('hnsw.ef_search', ef::text, true),"
-        " set_config('enable_seqscan', CASE WHEN hnsw THEN 'off' ELSE 'on' END, true)"
-        " FROM (SELECT model_id, dim, templates,"
-        "       coalesce(%(force)s::boolean, templates > %(cut)s) AS hnsw,"
-        "       CASE WHEN templates > %(large)s THEN %(ef_large)s::int ELSE %(ef)s::int END AS ef"
-        "       FROM matcher_galleries WHERE event_id = %(e)s) g",
-        {
-            "ef": int(ef_search),
-            "ef_large": int(ef_search_large),
-            "large": large_templates,
-            "force": force_hnsw,
-            "cut": exact_max,
-            "e": event_id,
-        },
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return SearchContext(model_id=row[0], dim=row[1], templates=row[2], hnsw=row[3], ef_search=row[4])
-
-
-# --- read path ------------------------------------------------------------------------------------------
-# Searches run on the search pool's autocommit connections (`searchpool`): no BEGIN/COMMIT round trips, and
-# the search GUCs are set at session level, once per pooled connection and again only when they change, so
-# they never leak into the write engine's sessions. Usually a search is then one round trip.
-
-
-class _VectorBinaryDumper(Dumper):
-    """numpy float32 vector -> pgvector's binary input (int16 dim, int16 unused, big-endian float4s).
-
-    Sending 2 KB of binary instead of ~10 KB of decimal text saved ~0.5 ms per 512-d search (client-side
-    formatting and send, server-side parsing)."""
-
-    format = Format.BINARY
-    oid = 0  # set per connection from to_regtype('vector')
-
-    def dump(self, obj: np.ndarray) -> bytes:
-        return struct.pack(">HH", obj.shape[0], 0) + obj.astype(">f4", copy=False).tobytes()
-
-
-@dataclass(frozen=True)
-class GalleryMeta:
-    model_id: str
-    dim: int
-    templates: int
-    version: int = 0
-    attendees: int = 0
-
-
-async def read_gallery_meta(sc: SearchConnection, event_id: uuid.UUID) -> GalleryMeta | None:
-    cur = await sc.conn.execute(
-        "SELECT model_id, dim, templates, version, attendees FROM matcher_galleries WHERE event_id = %s", (event_id,)
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return GalleryMeta(model_id=row[0], dim=row[1], templates=row[2], version=row[3], attendees=row[4])
-
-
-async def search_on(
-    sc: SearchConnection, event_id: uuid.UUID, *, query: np.ndarray, n: int, k: int, hnsw: bool, dim: int, ef: int
-) -> list[Neighbour]:
-    """Exact: the n nearest templates. HNSW: the k nearest attendees among n candidates (one row each).
-
-    HNSW mode needs hnsw.ef_search = ef and enable_seqscan = off (see `search_context`); exact mode needs
-    enable_seqscan = on. They are session settings of this pooled connection, sent only when they differ from
-    what it last had, so in steady state this is one round trip.
-    """
-    have = sc.gucs
-    # Exact mode does not read ef_search: keep whatever the connection has rather than flip it back and forth.
-    want = (int(ef) if hnsw or have is None else have[0], "off" if hnsw else "on")
-    if have != want:
-        sc.gucs = None  # unknown until the statement succeeds
-        cur = await sc.conn.execute(
-            "SELECT set_config('hnsw.ef_search', %s, false), set_config('enable_seqscan', %s, false),"
-            " to_regtype('vector')::oid",
-            (str(want[0]), want[1]),
-        )
-        oid = (await cur.fetchone() or (None, None, None))[2]
-        if not sc.vector_dumper and oid is not None:
-            # Only on the search pool's connections, whose statements are all ours.
-            sc.conn.adapters.register_dumper(np.ndarray, type("VectorDumper", (_VectorBinaryDumper,), {"oid": oid}))
-            sc.vector_dumper = True
-        sc.gucs = want
-    sql = hnsw_search_sql(event_id, dim=dim) if hnsw else exact_search_sql(event_id)
-    cur = await sc.conn.execute(sql, {"q": query, "n": n, "k": k})
-    return [Neighbour(template_id=r[0], attendee_id=r[1], distance=r[2]) for r in await cur.fetchall()]
-
-
-def exact_search_sql(event_id: uuid.UUID) -> str:
-    # Plain `embedding <=> q` does not match the index expression, so this is always a (possibly parallel)
-    # sequential scan with a top-N sort: exact, and the right plan for small galleries.
-    return (
-        f"SELECT id, attendee_id, embedding <=> %(q)s::vector AS d FROM {quoted_partition(event_id)}"
-        " ORDER BY d, id LIMIT %(n)s"
-    )
-
-
-def hnsw_search_sql(event_id: uuid.UUID, *, dim: int) -> str:
-    """HNSW candidates, re-ordered exactly and reduced to each attendee's best template, top-k.
-
-    The innermost ORDER BY repeats the index expression so the planner can use the partition's HNSW index
-    (it yields at most ef_search rows: `%(n)s` is the candidate count). Grouping happens here, not in
-    Python, so only k rows come back however large the candidate set. No `WHERE event_id = ...`: the
-    partition holds only this event's rows, and with that filter the planner preferred a bitmap scan of the
-    (event_id, attendee_id) btree plus a sort over the HNSW index.
-    """
-    expr = index_expression(dim)
-    return (
-        "SELECT id, attendee_id, d FROM ("
-        " SELECT DISTINCT ON (attendee_id) id, attendee_id, d FROM ("
-        f"  SELECT id, attendee_id, {expr} <=> %(q)s::vector AS d FROM {quoted_partition(event_id)}"
-        f"  ORDER BY {expr} <=> %(q)s::vector LIMIT %(n)s"
-        " ) c ORDER BY attendee_id, d, id"
-        ") g ORDER BY d, id LIMIT %(k)s"
-    )
-
-
-async def explain(session: AsyncSession, sql: str, params: dict[str, Any]) -> Any:
-    """EXPLAIN (FORMAT JSON) of a search statement, bound exactly as the search binds it."""
-    params = {**params, "q": vector_literal(params["q"])}
-    cur = await (await _driver(session)).execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-    return (await cur.fetchone())[0]
 
 
 # --- schema ----------------------------------------------------------------------------------------------
