@@ -4,6 +4,16 @@ The gateway issues a random head-turn challenge and redeems it once; the embedde
 that answers it (POST /v1/liveness) and says whether a live head followed the challenge. Directions are the
 subject's own: "left" means the person turns their head to their left, so in an unmirrored camera frame their
 nose moves towards the image's right edge.
+
+Entropy of the challenge (proposed, not implemented): left/right is one bit, so a recording of a real head turn
+replayed blindly answers a random challenge half the time (bench/liveness.py measures it). A challenge with more
+entropy that stays one pleasant movement: the kiosk shows the arrow at a server-chosen moment (one of 4 slots,
+0.3-1.2 s into a capture that starts when the face is found) and sends the whole capture with `cue_frame`, the
+index of the first frame shot after the arrow appeared; the embedder would require the head to stay still
+(under min_turn_deg / 2) before `cue_frame` and to reach the turn within 0.2-0.8 s after it. Direction x slot
+is 8 outcomes (a blind replay passes 1 in 8, and a replay timed by hand must start within ~0.3 s of the cue);
+turn-and-return (hold or come back) would double it again. It would add `cue_frame: int | None` to the
+request and a failure `turn_before_cue`.
 """
 
 from __future__ import annotations
@@ -55,4 +65,10 @@ class LivenessResponse(BaseModel):
     )
     face: Face | None = Field(
         description="the most frontal frame's face with its embedding (gate profile): the one the gateway decides on"
+    )
+    # Added by the embedder side (issue 17): the FACE_CHANGED measure, for the access log and for tuning.
+    face_distance: float | None = Field(
+        default=None,
+        description="the larger cosine distance of the first and the last frame's face from the frontal one; "
+        "null when nothing was embedded",
     )

@@ -38,31 +38,38 @@ SIDE_PER_MTCNN_HEIGHT = 0.83
 MTCNN_CENTRE_DOWN = 0.084
 
 
-def box_from_points(points: np.ndarray) -> np.ndarray:
+def _square(centre: np.ndarray, side: float) -> np.ndarray:
+    cx, cy = float(centre[0]), float(centre[1]) - CENTRE_UP * side
+    return np.array([cx - side / 2, cy - side / 2, side, side], np.float64)
+
+
+def box_from_points(points: np.ndarray, side: float | None = None) -> np.ndarray:
     """The detector-style box (x, y, w, h) of the face whose 68 points are known: the next frame's search box.
 
-    From the eye-mouth axis rather than the points' bounding box: a turned head's jaw contour folds in and its
-    bounding box shrinks, and a tracker fed shrinking boxes spirals down (tried: the box halved within 40 frames).
+    Centred on the eyes and mouth. Its side is best given (the track keeps the detection's size): the predictor
+    places its points in proportion to the box it is given, so a side derived from the previous points feeds
+    back on itself and the box drifts (tried: it doubled within 8 frames of a moving print). Without `side`,
+    the eye-mouth distance is the measure: a turned head's jaw folds in, that distance barely changes.
     """
     eyes = points[36:48].mean(0)
     mouth = points[48:68].mean(0)
-    side = SIDE_PER_EYE_MOUTH * float(np.hypot(*(mouth - eyes)))
-    cx, cy = (eyes + mouth) / 2
-    cy -= CENTRE_UP * side
-    return np.array([cx - side / 2, cy - side / 2, side, side], np.float64)
+    if side is None:
+        side = SIDE_PER_EYE_MOUTH * float(np.hypot(*(mouth - eyes)))
+    return _square((eyes + mouth) / 2, side)
 
 
-def box_from_mtcnn(box: np.ndarray) -> np.ndarray:
-    """The detector-style box for an MTCNN box (x, y, w, h)."""
-    x, y, w, h = (float(v) for v in box)
+def box_from_mtcnn(box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The detector-style box for an MTCNN detection: its size from MTCNN's box, its centre from MTCNN's eyes
+    and mouth corners (on a turned head the box centres on the skull, the points on the face)."""
+    _, _, w, h = (float(v) for v in box)
     side = (SIDE_PER_MTCNN_WIDTH * w + SIDE_PER_MTCNN_HEIGHT * h) / 2
-    cx, cy = x + w / 2, y + h / 2 + MTCNN_CENTRE_DOWN * side
-    return np.array([cx - side / 2, cy - side / 2, side, side], np.float64)
+    eyes, mouth = landmarks[0:2].mean(0), landmarks[3:5].mean(0)
+    return _square((eyes + mouth) / 2, side)
 
 
-def mtcnn_box(points: np.ndarray) -> np.ndarray:
-    """An MTCNN-style box (x, y, w, h) for a tracked face: box_from_mtcnn inverted, for chips and quality."""
-    x, y, side, _ = box_from_points(points)
+def mtcnn_box(points: np.ndarray, side: float) -> np.ndarray:
+    """An MTCNN-style box (x, y, w, h) for a tracked face of detector-box `side`, for chips and quality."""
+    x, y, side, _ = box_from_points(points, side)
     cx, cy = x + side / 2, y + side / 2 - MTCNN_CENTRE_DOWN * side
     w, h = side / SIDE_PER_MTCNN_WIDTH, side / SIDE_PER_MTCNN_HEIGHT
     return np.array([cx - w / 2, cy - h / 2, w, h], np.float32)

@@ -7,8 +7,9 @@ on) and the first and last frames (same person throughout?) are embedded, in one
 geometry already says live.
 
 Decision, in this order (thresholds: `EmbedderSettings.liveness`):
-1. the landmarks' shape changed (deformation >= min_deformation) and one homography explains most of the change
-   (planarity >= max_planarity): a flat picture -> presentation_attack / planar_motion;
+1. the landmarks' shape hardly changed (deformation < min_deformation): nothing to test -> no_turn; it changed
+   and the nose stayed where the inner face's homography puts it (planarity >= max_planarity): a flat picture
+   -> presentation_attack / planar_motion;
 2. the head turned at least min_turn_deg the other way, and further than the asked way -> wrong_direction;
 3. it did not turn min_turn_deg the asked way -> no_turn;
 4. the first or last frame's face is not the frontal frame's person -> face_changed;
@@ -25,12 +26,13 @@ import cv2
 import numpy as np
 
 from services.common.errors import Unprocessable
-from services.contracts.embedder import QualityProfile, QualityReason
+from services.contracts.calibration import load_calibration
+from services.contracts.embedder import Face, QualityProfile, QualityReason
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.align import extract_chips
 from services.embedder.detector import Detection
 from services.embedder.landmarks import ShapePredictor, box_from_mtcnn, box_from_points, five_points, mtcnn_box
-from services.embedder.liveness_geometry import PlaneFit, face_scale, plane_fit, yaw_degrees
+from services.embedder.liveness_geometry import PlaneFit, face_scale, plane_fit, texture_parallax, yaw_degrees
 from services.embedder.pipeline import FacePipeline, face_message
 from services.embedder.quality import assess_face, image_reasons
 from services.embedder.settings import LivenessThresholds
@@ -38,6 +40,9 @@ from services.embedder.settings import LivenessThresholds
 # A tracked face whose size jumps by more than this factor between frames, or whose centre leaves the frame, is
 # lost: the predictor always returns 68 points, even on a wall, so the track itself must look sane.
 MAX_SCALE_JUMP = 1.5
+TEXTURE_POINTS = 100  # corners of the face's texture followed through the burst
+MIN_FLOWED = 20  # of the 68 points, followed by optical flow
+MAX_FLOW_DISAGREEMENT = 0.35  # predictor vs flow, in eye-to-mouth distances
 REFINE_STEPS = 3  # predictor passes on the detected frame: MTCNN's box is only a first guess of dlib's
 
 
@@ -66,10 +71,11 @@ def _sane(points: np.ndarray, prev: np.ndarray, shape: tuple[int, int]) -> bool:
     return 1 / MAX_SCALE_JUMP <= ratio <= MAX_SCALE_JUMP
 
 
-def _settle(predictor: ShapePredictor, grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+def _settle(predictor: ShapePredictor, grey: np.ndarray, det: Detection) -> np.ndarray:
+    box = box_from_mtcnn(det.box, det.landmarks)
     points = predictor.predict(grey, box)
     for _ in range(REFINE_STEPS - 1):
-        points = predictor.predict(grey, box_from_points(points))
+        points = predictor.predict(grey, box_from_points(points, box[2]))
     return points
 
 
@@ -80,31 +86,85 @@ def _nearest(dets: list[Detection], prev: np.ndarray) -> Detection | None:
     return min(dets, key=lambda d: float(np.hypot(*(d.box[:2] + d.box[2:] / 2 - centre))))
 
 
+def _flow(
+    prev_grey: np.ndarray, grey: np.ndarray, prev: np.ndarray, texture: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Pyramidal Lucas-Kanade from one frame to the next, in one call: where the previous frame's 68 points went
+    (their median shift; None when too few were followed) and where the texture points went (NaN once lost)."""
+    start = np.vstack([prev, texture]).astype(np.float32).reshape(-1, 1, 2)
+    alive = np.isfinite(start.reshape(-1, 2)).all(1)
+    start[~alive] = 0.0
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, start, start.copy(), winSize=(21, 21), maxLevel=3)
+    ok = (status.ravel() == 1) & alive
+    moved = moved.reshape(-1, 2).astype(np.float64)
+    moved[~ok] = np.nan
+    n = len(prev)
+    if ok[:n].sum() < MIN_FLOWED:
+        return None, moved[n:]
+    shift = np.median(moved[:n][ok[:n]] - start.reshape(-1, 2)[:n][ok[:n]], axis=0)
+    return np.asarray(prev + shift, np.float64), moved[n:]
+
+
+def _texture_points(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Corners inside the face's outline (the convex hull of its 68 points): the skin's own texture, followed
+    by optical flow with no model in the loop (the predictor, trained on heads, can draw a foreshortened
+    print's landmarks as a turned head's)."""
+    mask = np.zeros_like(grey)
+    cv2.fillConvexPoly(mask, cv2.convexHull(points.astype(np.int32)), 255)
+    corners = cv2.goodFeaturesToTrack(grey, TEXTURE_POINTS, 0.01, 3, mask=mask)
+    return np.zeros((0, 2)) if corners is None else corners.reshape(-1, 2).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Track:
+    points: list[np.ndarray]  # 68 x 2 per frame
+    texture: list[np.ndarray]  # N x 2 per frame: corners found in frame 0, followed (NaN once lost)
+
+
 def track(
     predictor: ShapePredictor,
     frames: Sequence[np.ndarray],
     first: Detection,
     redetect: Callable[[np.ndarray], list[Detection]] | None = None,
-) -> list[np.ndarray] | None:
+) -> Track | None:
     """68 points per frame, the face followed from `first` (MTCNN on frame 0); None when it is lost for good.
 
-    `redetect(rgb) -> list[Detection]` runs MTCNN on a frame whose track looks lost (None: no second chance).
+    Each frame: optical flow carries the previous points over (a hand-held picture or a quick head can move
+    50+ px between frames, beyond the predictor's reach), the predictor places the 68 points in a box of the
+    detection's size around them (a burst lasts 1-2 s: the face's size hardly changes), and they must agree
+    with the flow. Where they do not, `redetect(rgb) -> list[Detection]` (MTCNN) gets one chance. The same
+    flow call follows the face's texture corners.
     """
     greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    points = [_settle(predictor, greys[0], box_from_mtcnn(first.box))]
-    for rgb, grey in zip(frames[1:], greys[1:], strict=True):
+    side = float(box_from_mtcnn(first.box, first.landmarks)[2])
+    points = [_settle(predictor, greys[0], first)]
+    texture = [_texture_points(greys[0], points[0])]
+    for k in range(1, len(frames)):
         prev = points[-1]
-        cur = predictor.predict(grey, box_from_points(prev))
-        cur = predictor.predict(grey, box_from_points(cur))  # one refinement: the head moved since
-        if not _sane(cur, prev, grey.shape[:2]):
-            found = _nearest(redetect(rgb), prev) if redetect is not None else None
+        guess, moved = _flow(greys[k - 1], greys[k], prev, texture[-1])
+        cur = None
+        if guess is not None:
+            cur = predictor.predict(greys[k], box_from_points(guess, side))
+            cur = predictor.predict(greys[k], box_from_points(cur, side))  # centred on what it found
+            if not _agree(cur, guess, greys[k].shape[:2]):
+                cur = None
+        if cur is None:
+            moved[:] = np.nan  # the flow lost the face: its texture is no evidence any more
+            found = _nearest(redetect(frames[k]), prev) if redetect is not None else None
             if found is None:
                 return None
-            cur = _settle(predictor, grey, box_from_mtcnn(found.box))
-            if not _sane(cur, prev, grey.shape[:2]):
+            cur = _settle(predictor, greys[k], found)
+            if not _sane(cur, prev, greys[k].shape[:2]):
                 return None
         points.append(cur)
-    return points
+        texture.append(moved)
+    return Track(points, texture)
+
+
+def _agree(cur: np.ndarray, guess: np.ndarray, shape: tuple[int, int]) -> bool:
+    """The predictor's points where the flow says the face went (same place, same size)."""
+    offset = float(np.hypot(*(np.median(cur, axis=0) - np.median(guess, axis=0))))
+    return offset <= MAX_FLOW_DISAGREEMENT * face_scale(guess) and _sane(cur, guess, shape)
 
 
 def _median3(values: list[float]) -> np.ndarray:
@@ -115,26 +175,55 @@ def _median3(values: list[float]) -> np.ndarray:
     return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
 
 
-def judge_geometry(points: Sequence[np.ndarray], direction: TurnDirection, rules: LivenessThresholds) -> Geometry:
-    """Steps 1-3 of the decision from the tracked points alone."""
+@dataclass(frozen=True)
+class TurnMeasures:
+    """What the tracked points say, before any threshold."""
+
+    towards: float  # largest turn in the asked direction from the first frames, degrees
+    away: float  # largest turn the other way
+    fit: PlaneFit  # frontal frame vs the frame whose shape differs most from it
+    frontal: int
+    yaws: list[float]
+    texture: float | None = None  # texture_parallax from frame 0 to the frame that changed most; None: untested
+
+
+def measure_turn(
+    points: Sequence[np.ndarray], direction: TurnDirection, texture: Sequence[np.ndarray] = ()
+) -> TurnMeasures:
     yaws = [yaw_degrees(p) for p in points]
     smooth = _median3(yaws)  # one bad frame of the predictor must not make a turn
     sign = 1.0 if direction == TurnDirection.LEFT else -1.0
     rel = sign * (smooth - smooth[0])
-    towards, away = float(rel.max()), float(-rel.min())
-    turn = towards if towards >= away else -away
     frontal = int(np.argmin(np.abs(smooth)))
-    # The plane test between the frontal frame and the frame whose shape differs most from it.
-    fits = [plane_fit(points[frontal], p) for p in points]
-    best: PlaneFit = max(fits, key=lambda f: f.deformation)
-    failure: LivenessFailure | None = None
-    if best.deformation >= rules.min_deformation and best.planarity >= rules.max_planarity:
-        failure = LivenessFailure.PLANAR_MOTION
-    elif away >= rules.min_turn_deg and away > towards:
-        failure = LivenessFailure.WRONG_DIRECTION
-    elif towards < rules.min_turn_deg:
-        failure = LivenessFailure.NO_TURN
-    return Geometry(failure, round(turn, 2), round(best.planarity, 4), best.deformation, frontal, yaws)
+    fit = max((plane_fit(points[frontal], p) for p in points), key=lambda f: f.deformation)
+    tex = None
+    if texture:
+        far = int(np.argmax([plane_fit(points[0], p).deformation for p in points]))
+        tex = texture_parallax(texture[0], texture[far], face_scale(points[0])) if far else None
+    return TurnMeasures(float(rel.max()), float(-rel.min()), fit, frontal, yaws, tex)
+
+
+def judge(m: TurnMeasures, rules: LivenessThresholds) -> LivenessFailure | None:
+    """Steps 1-3 of the decision."""
+    if m.fit.deformation < rules.min_deformation:
+        # The shape hardly changed: whatever the yaw says, no turn that the parallax test could check.
+        return LivenessFailure.NO_TURN
+    if m.fit.planarity >= rules.max_planarity:
+        return LivenessFailure.PLANAR_MOTION
+    if m.texture is not None and m.texture < rules.min_texture_parallax:
+        return LivenessFailure.PLANAR_MOTION
+    if m.away >= rules.min_turn_deg and m.away > m.towards:
+        return LivenessFailure.WRONG_DIRECTION
+    if m.towards < rules.min_turn_deg:
+        return LivenessFailure.NO_TURN
+    return None
+
+
+def judge_geometry(t: Track, direction: TurnDirection, rules: LivenessThresholds) -> Geometry:
+    """Steps 1-3 of the decision from the tracked points alone."""
+    m = measure_turn(t.points, direction, t.texture)
+    turn = m.towards if m.towards >= m.away else -m.away
+    return Geometry(judge(m, rules), round(turn, 2), round(m.fit.planarity, 4), m.fit.deformation, m.frontal, m.yaws)
 
 
 def _verdict(failure: LivenessFailure | None) -> LivenessVerdict:
@@ -149,6 +238,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(1.0 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
+def same_face_limit(pipeline: FacePipeline) -> float:
+    """The FACE_CHANGED distance: the setting, else the model's calibrated threshold at same_face_fmr."""
+    rules = pipeline.settings.liveness
+    if rules.same_face_distance is not None:
+        return rules.same_face_distance
+    cal = load_calibration(pipeline.model.descriptor.id)
+    return cal.verify_threshold(rules.same_face_fmr) if cal is not None else pipeline.descriptor.verify_threshold
+
+
 async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: TurnDirection) -> LivenessResponse:
     """Decode, detect once, track, judge, and embed what the decision needs."""
     rules = pipeline.settings.liveness
@@ -158,7 +256,12 @@ async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: Tu
         raise FramesDiffer("the frames of a burst must all have the same size (one camera)")
     rgbs = [im.rgb for im in images]
 
-    def respond(failure: LivenessFailure | None, geo: Geometry | None = None, face: object = None) -> LivenessResponse:
+    def respond(
+        failure: LivenessFailure | None,
+        geo: Geometry | None = None,
+        face: Face | None = None,
+        dist: float | None = None,
+    ) -> LivenessResponse:
         return LivenessResponse(
             model=pipeline.descriptor,
             verdict=_verdict(failure),
@@ -166,7 +269,8 @@ async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: Tu
             frames=len(frames),
             turn=geo.turn if geo else 0.0,
             planarity=geo.planarity if geo else 0.0,
-            face=face,  # type: ignore[arg-type]
+            face=face,
+            face_distance=None if dist is None else round(dist, 4),
         )
 
     dets = await pipeline.adetect(rgbs[0])
@@ -175,19 +279,21 @@ async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: Tu
         return respond(LivenessFailure.NO_FACE)
     if QualityReason.MULTIPLE_FACES in reasons:
         return respond(LivenessFailure.MULTIPLE_FACES)
-    points = await asyncio.to_thread(track, pipeline.landmarks, rgbs, dets[0], pipeline.detector.detect)
-    if points is None:
+    tracked = await asyncio.to_thread(track, pipeline.landmarks, rgbs, dets[0], pipeline.detector.detect)
+    if tracked is None:
         return respond(LivenessFailure.FACE_LOST)
-    geo = judge_geometry(points, direction, rules)
+    geo = judge_geometry(tracked, direction, rules)
+    points = tracked.points
     if geo.failure is not None:
         return respond(geo.failure, geo)
 
     # Embed the frontal frame (the decision's face) and the burst's ends (the same person throughout?).
+    side = float(box_from_mtcnn(dets[0].box, dets[0].landmarks)[2])
     picks = sorted({geo.frontal, 0, len(points) - 1})
     faces = [
         dets[0]
         if i == 0
-        else Detection(box=mtcnn_box(points[i]), landmarks=five_points(points[i]), score=dets[0].score)
+        else Detection(box=mtcnn_box(points[i], side), landmarks=five_points(points[i]), score=dets[0].score)
         for i in picks
     ]
     chips = [
@@ -197,8 +303,8 @@ async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: Tu
     emb = await pipeline.aembed_chips(chips)
     at = {i: k for k, i in enumerate(picks)}
     front = emb[at[geo.frontal]]
-    limit = rules.same_face_distance if rules.same_face_distance is not None else pipeline.descriptor.verify_threshold
-    changed = max(_cosine(front, emb[at[0]]), _cosine(front, emb[at[len(points) - 1]])) > limit
+    limit = same_face_limit(pipeline)
+    dist = max(_cosine(front, emb[at[0]]), _cosine(front, emb[at[len(points) - 1]]))
     quality = assess_face(faces[at[geo.frontal]], chips[at[geo.frontal]], pipeline.rules(QualityProfile.GATE))
     face = face_message(faces[at[geo.frontal]], quality, front)
-    return respond(LivenessFailure.FACE_CHANGED if changed else None, geo, face)
+    return respond(LivenessFailure.FACE_CHANGED if dist > limit else None, geo, face, dist)

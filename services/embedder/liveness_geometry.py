@@ -19,9 +19,14 @@ from services.embedder.landmarks import EYE_OUTER, NOSE_TIP
 # 135 sin t while the corners' half-distance becomes 225 cos t, so offset / half-distance = 0.6 tan t.
 NOSE_DEPTH_OVER_HALF_EYES = 135 / 225
 
-# Points of the parallax test: brows, nose, eyes, mouth and the jaw. All 68: the jaw contour of a turned head
-# slides over the skin (it is a silhouette, not a fixed point), which no plane can mimic.
-PLANE_POINTS = slice(0, 68)
+# The parallax test: a homography fitted to the inner face (brows, eyes, outer lips: roughly one depth) says
+# where a flat picture would put the nose; a real nose tip stands ~0.3 eye-to-mouth distances in front of that
+# surface, so a head turned by t degrees puts it ~0.3 sin t off the plane's prediction. A print, a screen, even
+# a print bent on a cylinder (the eyes sit near the bend's crest, beside the nose) leave it where the plane says.
+INNER_FACE = [*range(17, 27), *range(36, 48), *range(48, 60)]
+NOSE = [30, 31, 32, 33, 34, 35]  # the tip and the base
+# planarity = 1 - parallax / PARALLAX_FULL (clipped): 1 for no parallax at all, 0 from PARALLAX_FULL up.
+PARALLAX_FULL = 0.1
 
 
 def yaw_degrees(points: np.ndarray) -> float:
@@ -48,27 +53,38 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
 @dataclass(frozen=True)
 class PlaneFit:
     deformation: float  # RMS residual after the best similarity, in face scales: how much the shape changed
-    residual: float  # RMS residual after the best homography, in face scales: what no plane explains
-    planarity: float  # 1 - residual / deformation, clipped to [0, 1]: the part of the change a plane explains
+    parallax: float  # the nose's offset from where the inner face's homography puts it, in face scales
+    planarity: float  # 1 - parallax / PARALLAX_FULL, clipped to [0, 1]: higher is flatter
 
 
 def plane_fit(src: np.ndarray, dst: np.ndarray) -> PlaneFit:
-    """How well a plane explains the landmarks' motion from `src` to `dst` (both 68 x 2).
-
-    A flat picture moved in 3D changes its image by a homography: whatever the similarity (shift, roll, zoom)
-    leaves over, the homography takes up. A turning head's nose, eyes and jaw lie at different depths, so part of
-    the change is parallax that no homography removes.
-    """
-    s = np.asarray(src, np.float64)[PLANE_POINTS]
-    d = np.asarray(dst, np.float64)[PLANE_POINTS]
-    scale = max(face_scale(np.asarray(src, np.float64)), 1e-6)
+    """How flat the motion of the 68 landmarks from `src` to `dst` is (see INNER_FACE and NOSE)."""
+    s = np.asarray(src, np.float64)
+    d = np.asarray(dst, np.float64)
+    scale = max(face_scale(s), 1e-6)
     m = similarity_transform(s, d)
-    sim = s @ m[:, :2].T + m[:, 2]
-    deformation = _rms(sim, d) / scale
-    h, _ = cv2.findHomography(s, d, 0)  # least squares on every point: no point is an outlier to a plane
+    deformation = _rms(s @ m[:, :2].T + m[:, 2], d) / scale
+    h, _ = cv2.findHomography(s[INNER_FACE], d[INNER_FACE], 0)  # least squares: every point counts
     if h is None:
-        return PlaneFit(deformation, deformation, 0.0)
-    proj = cv2.perspectiveTransform(s[None], h)[0]
-    residual = _rms(proj, d) / scale
-    planarity = 1.0 - residual / deformation if deformation > 1e-9 else 1.0
-    return PlaneFit(deformation, residual, float(np.clip(planarity, 0.0, 1.0)))
+        return PlaneFit(deformation, 0.0, 1.0)
+    predicted = cv2.perspectiveTransform(s[NOSE][None], h)[0]
+    parallax = float(np.hypot(*(d[NOSE] - predicted).mean(0))) / scale
+    return PlaneFit(deformation, parallax, float(np.clip(1.0 - parallax / PARALLAX_FULL, 0.0, 1.0)))
+
+
+MIN_TEXTURE_POINTS = 12
+
+
+def texture_parallax(src: np.ndarray, dst: np.ndarray, scale: float) -> float | None:
+    """The median distance of the face's texture corners (followed by optical flow, N x 2, NaN where lost) from
+    where one homography puts them, in face scales; None with too few left. A flat picture's texture moves by a
+    homography to within the flow's accuracy; a head's nose, cheeks and ears do not."""
+    ok = np.isfinite(src).all(1) & np.isfinite(dst).all(1)
+    if ok.sum() < MIN_TEXTURE_POINTS:
+        return None
+    s, d = src[ok].astype(np.float64), dst[ok].astype(np.float64)
+    h, _ = cv2.findHomography(s, d, 0)
+    if h is None:
+        return None
+    r = np.hypot(*(cv2.perspectiveTransform(s[None], h)[0] - d).T)
+    return float(np.median(r)) / max(scale, 1e-6)

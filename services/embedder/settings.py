@@ -65,7 +65,8 @@ GATE_DEFAULT = QualityThresholds(
 class LivenessThresholds(BaseModel):
     """The burst check of POST /v1/liveness (issue 17): input bounds and the decision thresholds.
 
-    Thresholds chosen on the TUNING cases of `bench/liveness.py` only (README "Presentation attacks").
+    min_turn_deg, min_deformation and max_planarity were chosen by `bench/liveness.py` on its TUNING cases only
+    (a grid, each point scored with its neighbours; README "Presentation attacks"): 12 degrees, 0.05, 0.32.
     """
 
     min_frames: int = Field(default=4, ge=2, le=64)
@@ -75,13 +76,22 @@ class LivenessThresholds(BaseModel):
     # direction, relative to the burst's first frames; a turn at least this far the other way is the wrong one.
     min_turn_deg: float = Field(default=12.0, ge=1.0, le=90.0)
     # The landmarks' shape must change at least this much (RMS after a similarity, in eye-to-mouth distances)
-    # between the frontal and the most turned frame for the plane test to speak; below it the motion is noise.
-    min_deformation: float = Field(default=0.03, ge=0.0, le=1.0)
-    # At least this share of the shape change explained by one homography is a flat picture.
-    max_planarity: float = Field(default=0.75, ge=0.0, le=1.0)
-    # First and last frames further than this (cosine distance) from the frontal one: another person. Unset: the
-    # model's calibrated 1:1 threshold (its descriptor's verify_threshold, FMR 1e-3).
+    # between the frontal frame and the one that differs most from it for the plane test to speak; below it
+    # the picture or head hardly moved, and the turn test refuses it (no_turn).
+    min_deformation: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Planarity (liveness_geometry.plane_fit: 1 - nose parallax / 0.1 eye-to-mouth distances) at or above
+    # this is a flat picture: 0.32 asks for 0.068 of parallax (tuning: live turns 0.072-0.09 at 15-25 degrees,
+    # pictures mostly under 0.03).
+    max_planarity: float = Field(default=0.32, ge=0.0, le=1.0)
+    # The face's texture (corners followed by optical flow, no model in the loop) off one homography by less
+    # than this (median, eye-to-mouth distances) is a flat picture too; 0 turns the test off.
+    min_texture_parallax: float = Field(default=0.03, ge=0.0, le=1.0)
+    # First or last frame further than this (cosine distance) from the frontal one: another person. Unset: the
+    # model's calibrated 1:1 threshold at FMR same_face_fmr (services/contracts/calibrations/). Not the gate's
+    # 1e-3: a head turned 30-60 degrees embeds further from its frontal self (live turns measured up to 0.10
+    # for dlib's ResNet, whose 1e-3 threshold is 0.073 and 1e-2 threshold 0.092).
     same_face_distance: float | None = Field(default=None, ge=0.0, le=2.0)
+    same_face_fmr: float = Field(default=0.01, gt=0.0, lt=1.0)
 
 
 class EmbedderSettings(BaseSettings):

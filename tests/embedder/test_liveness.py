@@ -19,6 +19,9 @@ from PIL import Image
 from services.common.errors import Unprocessable
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.client import EmbedderClient
+from services.embedder.geometry import similarity_transform
+from services.embedder.pipeline import FacePipeline
+from services.tools.attacks import HEIGHT, WIDTH, Pose, portrait, read_clip, render_plane, rotation
 from tests.conftest import EMBEDDER_HEADERS
 
 RIGHT_TURN_FRAMES = range(114, 129, 2)  # 8 frames, 0.6 s at 25 fps
@@ -30,21 +33,9 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _read_clip(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames: list[np.ndarray] = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 @pytest.fixture(scope="module")
 def interview(faces_dir: Path) -> list[np.ndarray]:
-    frames = _read_clip(faces_dir / "live/interview_head_turns.avi")
+    frames = read_clip(faces_dir / "live/interview_head_turns.avi")
     assert len(frames) == 139, "the interview clip should have 139 frames"
     return frames
 
@@ -76,6 +67,61 @@ async def test_a_real_head_turning_the_asked_way_is_live(client: EmbedderClient,
     assert wrong.verdict == LivenessVerdict.LIVENESS_FAILED
     assert wrong.failure == LivenessFailure.WRONG_DIRECTION and wrong.turn < -20
     assert wrong.face is None  # nothing embedded for a failed geometry
+
+
+async def test_a_mirrored_turn_is_a_live_turn_the_other_way(
+    client: EmbedderClient, interview: list[np.ndarray]
+) -> None:
+    mirrored = [_jpeg(np.ascontiguousarray(interview[i][:, ::-1])) for i in RIGHT_TURN_FRAMES]
+    res = await client.liveness(mirrored, TurnDirection.LEFT)
+    assert res.verdict == LivenessVerdict.LIVE, res.model_dump(exclude={"face"})
+    wrong = await client.liveness(mirrored, TurnDirection.RIGHT)
+    assert wrong.failure == LivenessFailure.WRONG_DIRECTION
+
+
+async def test_a_photo_turned_on_a_plane_is_a_presentation_attack(client: EmbedderClient, faces_dir: Path) -> None:
+    """A dev photo printed and swung 40 degrees about its vertical axis, as an attacker mimics a turn."""
+    rgb = np.asarray(Image.open(faces_dir / "dev/Vladimir_Putin/2.jpg").convert("RGB"))
+    print_ = portrait(rgb, np.array([70.0, 55.0, 110.0, 140.0]))
+    frames = []
+    for k in range(8):
+        canvas = np.full((HEIGHT, WIDTH, 3), 120, np.uint8)
+        pose = Pose(rotation(4.0, -40.0 * k / 7, 2.0 * k / 7), np.array([10.0 * k, 0.0, 420.0]))
+        render_plane(canvas, print_, (150.0, 150.0), pose)
+        frames.append(_jpeg(canvas))
+    for direction in (TurnDirection.LEFT, TurnDirection.RIGHT):
+        res = await client.liveness(frames, direction)
+        assert res.verdict == LivenessVerdict.PRESENTATION_ATTACK, res.model_dump(exclude={"face"})
+        assert res.failure == LivenessFailure.PLANAR_MOTION and res.face is None
+
+
+async def test_another_person_at_the_end_is_face_changed(
+    client: EmbedderClient, interview: list[np.ndarray], faces_dir: Path, pipeline: FacePipeline
+) -> None:
+    """The last two frames of the live right turn get another person's face pasted where his was."""
+    other = np.asarray(Image.open(faces_dir / "dev/George_W_Bush/1.jpg").convert("RGB"))
+    src = pipeline.detector.detect(other)[0].landmarks
+    frames = [interview[i] for i in RIGHT_TURN_FRAMES]
+    swapped = []
+    for i, rgb in enumerate(frames):
+        if i >= len(frames) - 2:
+            dst = pipeline.detector.detect(rgb)[0].landmarks
+            m = similarity_transform(src, dst)
+            warped = cv2.warpAffine(other, m, (rgb.shape[1], rgb.shape[0]))
+            mask = cv2.warpAffine(np.full(other.shape[:2], 255, np.uint8), m, (rgb.shape[1], rgb.shape[0]))
+            rgb = np.where(mask[..., None] > 0, warped, rgb)
+        swapped.append(_jpeg(rgb))
+    res = await client.liveness(swapped, TurnDirection.RIGHT)
+    assert res.failure == LivenessFailure.FACE_CHANGED, res.model_dump(exclude={"face"})
+    assert res.face_distance is not None and res.face_distance > res.model.verify_threshold
+    plain = await client.liveness([_jpeg(f) for f in frames], TurnDirection.RIGHT)
+    assert plain.face_distance is not None and plain.face_distance < res.face_distance
+
+
+async def test_no_face(client: EmbedderClient, faces_dir: Path) -> None:
+    park = np.asarray(Image.open(faces_dir / "noface/2.jpg").convert("RGB"))
+    res = await client.liveness([_jpeg(park)] * 4, TurnDirection.LEFT)
+    assert res.verdict == LivenessVerdict.LIVENESS_FAILED and res.failure == LivenessFailure.NO_FACE
 
 
 async def test_the_http_shape(embedder_http: httpx.AsyncClient, right_turn: list[bytes]) -> None:
