@@ -32,7 +32,14 @@ from services.contracts.liveness import LivenessFailure, LivenessResponse, Liven
 from services.embedder.align import extract_chips
 from services.embedder.detector import Detection
 from services.embedder.landmarks import ShapePredictor, box_from_mtcnn, box_from_points, five_points, mtcnn_box
-from services.embedder.liveness_geometry import PlaneFit, face_scale, plane_fit, texture_parallax, yaw_degrees
+from services.embedder.liveness_geometry import (
+    PlaneFit,
+    deformation,
+    face_scale,
+    plane_fit,
+    texture_parallax,
+    yaw_degrees,
+)
 from services.embedder.pipeline import FacePipeline, face_message
 from services.embedder.quality import assess_face, image_reasons
 from services.embedder.settings import LivenessThresholds
@@ -145,7 +152,6 @@ def track(
         cur = None
         if guess is not None:
             cur = predictor.predict(greys[k], box_from_points(guess, side))
-            cur = predictor.predict(greys[k], box_from_points(cur, side))  # centred on what it found
             if not _agree(cur, guess, greys[k].shape[:2]):
                 cur = None
         if cur is None:
@@ -195,10 +201,11 @@ def measure_turn(
     sign = 1.0 if direction == TurnDirection.LEFT else -1.0
     rel = sign * (smooth - smooth[0])
     frontal = int(np.argmin(np.abs(smooth)))
-    fit = max((plane_fit(points[frontal], p) for p in points), key=lambda f: f.deformation)
+    # The plane tests compare the frame that changed most (shape, after a similarity) with a reference frame.
+    fit = plane_fit(points[frontal], points[int(np.argmax([deformation(points[frontal], p) for p in points]))])
     tex = None
     if texture:
-        far = int(np.argmax([plane_fit(points[0], p).deformation for p in points]))
+        far = int(np.argmax([deformation(points[0], p) for p in points]))
         tex = texture_parallax(texture[0], texture[far], face_scale(points[0])) if far else None
     return TurnMeasures(float(rel.max()), float(-rel.min()), fit, frontal, yaws, tex)
 

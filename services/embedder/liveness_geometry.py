@@ -50,6 +50,14 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum((a - b) ** 2, axis=1))))
 
 
+def deformation(src: np.ndarray, dst: np.ndarray) -> float:
+    """How much the 68 points' shape changed: RMS residual after the best similarity, in face scales."""
+    s = np.asarray(src, np.float64)
+    d = np.asarray(dst, np.float64)
+    m = similarity_transform(s, d)
+    return _rms(s @ m[:, :2].T + m[:, 2], d) / max(face_scale(s), 1e-6)
+
+
 @dataclass(frozen=True)
 class PlaneFit:
     deformation: float  # RMS residual after the best similarity, in face scales: how much the shape changed
@@ -62,14 +70,13 @@ def plane_fit(src: np.ndarray, dst: np.ndarray) -> PlaneFit:
     s = np.asarray(src, np.float64)
     d = np.asarray(dst, np.float64)
     scale = max(face_scale(s), 1e-6)
-    m = similarity_transform(s, d)
-    deformation = _rms(s @ m[:, :2].T + m[:, 2], d) / scale
+    changed = deformation(s, d)
     h, _ = cv2.findHomography(s[INNER_FACE], d[INNER_FACE], 0)  # least squares: every point counts
     if h is None:
-        return PlaneFit(deformation, 0.0, 1.0)
+        return PlaneFit(changed, 0.0, 1.0)
     predicted = cv2.perspectiveTransform(s[NOSE][None], h)[0]
     parallax = float(np.hypot(*(d[NOSE] - predicted).mean(0))) / scale
-    return PlaneFit(deformation, parallax, float(np.clip(1.0 - parallax / PARALLAX_FULL, 0.0, 1.0)))
+    return PlaneFit(changed, parallax, float(np.clip(1.0 - parallax / PARALLAX_FULL, 0.0, 1.0)))
 
 
 MIN_TEXTURE_POINTS = 12
