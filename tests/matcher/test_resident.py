@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.db import sqlalchemy_url
-from tests.matcher.conftest import DIM, MODEL, running_app, template, unit
+from tests.matcher.conftest import DIM, MODEL, running_app, template, unit, with_means
 
 SETTINGS: dict[str, Any] = {"exact_max_templates": 50, "resident_catch_up_rows": 20, "resident_build_threads": 1}
 PEOPLE, PER = 100, 4
@@ -89,7 +89,7 @@ async def test_resident_answers_equal_numpy(replicas) -> None:
     for q in probes[:50]:
         got = await search(a, event, q)
         assert got["mode"] == "resident"
-        want = exact(owners, vecs, q, 5)
+        want = exact(*with_means(owners, vecs), q, 5)
         same += [m["attendee_id"] for m in got["matches"]] == [w[0] for w in want]
         for m, w in zip(got["matches"], want, strict=False):
             if m["attendee_id"] == w[0]:
@@ -112,7 +112,7 @@ async def test_erasure_through_another_replica_shows_in_the_next_search(replicas
     assert now["mode"] == "hnsw"
     caught_up = await resident_search(app, a, event, q)
     assert str(owners[0]) not in [m["attendee_id"] for m in caught_up["matches"]]
-    assert caught_up["matches"][0]["attendee_id"] == exact(owners[PER:], vecs[PER:], q, 1)[0][0]
+    assert caught_up["matches"][0]["attendee_id"] == exact(*with_means(owners[PER:], vecs[PER:]), q, 1)[0][0]
 
     # The tombstones say which template ids went, and nothing about whom they belonged to.
     engine = create_async_engine(sqlalchemy_url(pg_url))
@@ -126,7 +126,7 @@ async def test_erasure_through_another_replica_shows_in_the_next_search(replicas
         gone = (
             await conn.execute(text("SELECT count(*) FROM matcher_tombstones WHERE event_id = :e"), {"e": event})
         ).scalar_one()
-        assert gone == PER
+        assert gone == PER + 1  # their photos and their mean
     await engine.dispose()
 
 
@@ -152,7 +152,7 @@ async def test_enrolment_through_another_replica_shows_in_the_next_search(replic
     assert (await b.post(f"/v1/galleries/{event}/templates", json=body)).status_code == 201
     rebuilt = await resident_search(app, a, event, q)
     assert rebuilt["matches"][0]["attendee_id"] == str(newcomer)
-    assert app.state.residents.galleries[event].live == PEOPLE * PER + 1 + 30
+    assert app.state.residents.galleries[event].live == PEOPLE * (PER + 1) + 1 + 30  # each PER photos + mean
 
 
 async def test_dropped_gallery_is_gone_from_memory_too(replicas) -> None:
