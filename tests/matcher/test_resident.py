@@ -221,3 +221,37 @@ async def test_one_attendee_with_more_templates_than_the_list_still_leaves_room_
     assert len({m["attendee_id"] for m in got["matches"]}) == 5
     want = exact(owners + [crowd] * 200, np.vstack([vecs, near]), q, 5)
     assert [m["attendee_id"] for m in got["matches"]] == [w[0] for w in want]
+
+
+async def test_a_replaced_mean_template_is_never_answered_stale(replicas) -> None:
+    """A new photo through B replaces the attendee's mean (old one tombstoned, new one added, one version): A's copy
+    must not answer with the old mean, neither before it catches up nor after."""
+    (app, a), b = replicas
+    rng = np.random.default_rng(18)
+    owners, vecs, _ = face_like(rng)
+    event = await make_gallery(b, owners, vecs)
+    person = owners[0]
+
+    async def mean_of(person: uuid.UUID) -> dict[str, Any]:
+        r = await b.get(f"/v1/galleries/{event}/attendees/{person}/templates")
+        (mean,) = [t for t in r.json()["templates"] if t["kind"] == "mean"]
+        return mean  # type: ignore[no-any-return]
+
+    old = await mean_of(person)
+    old_q = np.asarray(old["embedding"], dtype=np.float32)
+    first = await resident_search(app, a, event, old_q)
+    assert first["matches"][0]["template_id"] == old["id"]  # the copy holds the mean
+
+    extra = unit(rng, 1)[0]  # a photo far from the others: it moves the mean
+    r = await b.post(f"/v1/galleries/{event}/templates", json={"templates": [template(person, extra)]})
+    assert r.status_code == 201 and r.json()["attendee_templates"] == {str(person): PER + 2}
+    new = await mean_of(person)
+    new_q = np.asarray(new["embedding"], dtype=np.float32)
+    now = await search(a, event, new_q)  # no wait: A's copy is a version behind
+    assert now["mode"] == "hnsw" and now["matches"][0]["template_id"] == new["id"]
+    assert now["templates"] == PEOPLE * (PER + 1) + 1
+    for got in (await search(a, event, old_q), await resident_search(app, a, event, old_q)):
+        assert old["id"] not in {m["template_id"] for m in got["matches"]}
+    caught_up = await resident_search(app, a, event, new_q)
+    assert caught_up["matches"][0]["template_id"] == new["id"]
+    assert caught_up["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-5)
