@@ -1,6 +1,6 @@
 """Calibrated decisions through the real services, on people the calibration never saw.
 
-    .venv/bin/python bench/calibration.py [--sizes 100,200,400] [--photos 1] [--faces DIR] [--json PATH]
+    .venv/bin/python bench/calibration.py [--sizes 100,200,400] [--photos 1] [--mean on,off] [--faces DIR] [--json PATH]
 
 1. Starts its own `Stack` (Postgres, Redis, embedder, matcher, gateway as real processes) on loopback ports.
 2. Takes the held-back identities of `calib/` (`services/tools/fit.is_held_back`: the fit never read them).
@@ -15,8 +15,11 @@
 4. Prints a table per K (rates with counts and 95% Wilson intervals, the threshold the gateway used) and the
    event's own expected rates (GET /v1/events/{id}).
 
-One event per K and one draw each: the counts are what they are (a few hundred strangers at K = 400), so read
-the intervals. `facegate calibrate` gives the same measurement over 20 draws, without the services.
+With `--mean on,off` each K is run once per setting of the matcher's mean template
+(`FACEGATE_MATCHER_MEAN_TEMPLATES`, the matcher restarted in between), on the same identities and the same
+probes: a paired comparison. One event per K and setting and one draw each: the counts are what they are (a few
+hundred strangers at K = 400), so read the intervals. `facegate calibrate` gives the same measurement over 20
+draws, without the services.
 """
 
 from __future__ import annotations
@@ -61,13 +64,20 @@ def post_frame(path: Path) -> dict[str, Any]:
 
 
 async def run_size(
-    base: str, admin: str, k: int, people: dict[str, list[Path]], photos_each: int, rng: random.Random, par: int
+    base: str,
+    admin: str,
+    k: int,
+    people: dict[str, list[Path]],
+    photos_each: int,
+    rng: random.Random,
+    par: int,
+    mean: str = "on",
 ) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, timeout=120, headers={"Authorization": f"Bearer {admin}"}) as a:
         r = await a.post("/v1/keys", json={"name": f"bench-{k}", "role": "organiser"})
         org_token = r.json()["token"]
     org = httpx.AsyncClient(base_url=base, timeout=120, headers={"Authorization": f"Bearer {org_token}"})
-    r = await org.post("/v1/events", json={"name": f"calibration K={k}", "allow_reentry": True})
+    r = await org.post("/v1/events", json={"name": f"calibration K={k} mean {mean}", "allow_reentry": True})
     assert r.status_code == 201, r.text
     event_id = r.json()["id"]
     r = await org.post("/v1/keys", json={"name": "gate", "role": "gate", "event_id": event_id})
@@ -132,6 +142,8 @@ async def run_size(
     return {
         "k": k,
         "photos_each": photos_each,
+        "mean_template": mean,
+        "templates": ev["expected"]["templates"],
         "enrolled": len(enrolled),
         "failure_to_enrol": Rate(sum(refused.values()), k).value,
         "refused": dict(refused),
@@ -151,6 +163,13 @@ async def run_size(
     }
 
 
+MEAN_ENV = "FACEGATE_MATCHER_MEAN_TEMPLATES"
+
+
+def _flag(mean: str) -> str:
+    return "true" if mean == "on" else "false"
+
+
 def _cell(r: dict[str, Any]) -> str:
     lo, hi = r["ci95"]
     return f"{r['value']:.4f} ({r['errors']}/{r['trials']}; {lo:.4f}-{hi:.4f})"
@@ -158,15 +177,16 @@ def _cell(r: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| K | photos | identify threshold | FPIR (target 0.003) | FNIR | wrong-person | verify FMR (target 0.001) "
-        "| verify FNMR | failure to enrol |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| K | photos | mean template | templates | identify threshold | FPIR (target 0.003) | FNIR | wrong-person "
+        "| verify FMR (target 0.001) | verify FNMR | failure to enrol |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         r = row["rates"]
         refused = ", ".join(f"{k} {v}" for k, v in row["refused"].items()) or "none"
         out.append(
-            f"| {row['k']} | {row['photos_each']} | {row['identify_threshold']:.4f} | {_cell(r['fpir'])} "
+            f"| {row['k']} | {row['photos_each']} | {row['mean_template']} | {row['templates']} "
+            f"| {row['identify_threshold']:.4f} | {_cell(r['fpir'])} "
             f"| {_cell(r['fnir'])} | {_cell(r['wrong_person'])} | {_cell(r['fmr'])} | {_cell(r['fnmr'])} "
             f"| {row['failure_to_enrol']:.2%} ({refused}) |"
         )
@@ -183,6 +203,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if is_held_back(label):
             people[label].append(path)
     sizes = [int(x) for x in args.sizes.split(",")]
+    settings = [x.strip() for x in args.mean.split(",")]
+    if not set(settings) <= {"on", "off"}:
+        raise SystemExit("--mean: on, off or on,off")
     eligible = sum(len(v) > args.photos for v in people.values())
     if max(sizes) > min(eligible, len(people) - 100):
         raise SystemExit(f"--sizes: at most {min(eligible, len(people) - 100)} with {args.photos} photo(s) each")
@@ -194,7 +217,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         data_dir=data_dir,
         ports={"gateway": free_port(), "embedder": free_port(), "matcher": free_port()},
         # one gate key fires every probe back to back: lift the per-gate limit for this run only
-        extra_env={"FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": admin, "FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND": "100000"},
+        extra_env={
+            "FACEGATE_GATEWAY_BOOTSTRAP_ADMIN_KEY": admin,
+            "FACEGATE_GATEWAY_RATE_LIMIT_PER_SECOND": "100000",
+            MEAN_ENV: _flag(settings[0]),
+        },
         log_dir=log_dir,
     )
     base = stack.url("gateway")
@@ -204,21 +231,28 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         stack.start()
         print(f"held-back identities: {len(people)}, photos: {sum(map(len, people.values()))}", flush=True)
         for k in sizes:
-            row = await run_size(base, admin, k, people, args.photos, random.Random(args.seed + k), args.parallel)
-            r = row["rates"]
-            print(
-                f"K={k}: threshold {row['identify_threshold']:.4f}, FPIR {_cell(r['fpir'])}, FNIR {_cell(r['fnir'])},"
-                f" FMR {_cell(r['fmr'])} (enrol {row['enrol_s']} s, probes {row['probe_s']} s)",
-                flush=True,
-            )
-            rows.append(row)
+            for mean in settings:
+                if stack.extra_env[MEAN_ENV] != _flag(mean):  # the matcher reads it at start: restart it
+                    stack.stop_service("matcher")
+                    stack.extra_env[MEAN_ENV] = _flag(mean)
+                    stack.restart("matcher")
+                seed = random.Random(args.seed + k)  # the same identities and probes for every setting: paired
+                row = await run_size(base, admin, k, people, args.photos, seed, args.parallel, mean)
+                rows.append(row)
+                r = row["rates"]
+                print(
+                    f"K={k} mean {mean}: threshold {row['identify_threshold']:.4f}, FPIR {_cell(r['fpir'])},"
+                    f" FNIR {_cell(r['fnir'])}, FMR {_cell(r['fmr'])}"
+                    f" (enrol {row['enrol_s']} s, probes {row['probe_s']} s)",
+                    flush=True,
+                )
     finally:
         stack.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     print("\n" + table(rows))
     print("\nexpected by the event itself (GET /v1/events/{id}):")
     for row in rows:
-        print(f"  K={row['k']}: {row['expected']['summary']}")
+        print(f"  K={row['k']} mean {row['mean_template']}: {row['expected']['summary']}")
     return {"config": {k: v for k, v in vars(args).items() if k != "json"}, "sizes": rows}
 
 
@@ -226,6 +260,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100,200,400", help="event sizes K (attendees)")
     p.add_argument("--photos", type=int, default=1, help="enrolment photos per attendee")
+    p.add_argument("--mean", default="on", help="the matcher's mean template: on, off, or on,off (paired)")
     p.add_argument("--parallel", type=int, default=4, help="requests in flight")
     p.add_argument("--faces", default=None)
     p.add_argument("--seed", type=int, default=13)

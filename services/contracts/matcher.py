@@ -35,7 +35,11 @@ class TemplatesCreate(BaseModel):
 
 
 class TemplatesCreated(BaseModel):
-    ids: list[uuid.UUID]
+    ids: list[uuid.UUID] = Field(description="the new photo templates, in request order")
+    attendee_templates: dict[uuid.UUID, int] = Field(
+        default_factory=dict,
+        description="each attendee of the batch: templates now held, their mean template included (what 1:K counts)",
+    )
 
 
 class TemplateOut(BaseModel):
@@ -45,6 +49,9 @@ class TemplateOut(BaseModel):
     embedding: list[float]
     quality: float | None
     created_at: datetime
+    kind: Literal["photo", "mean"] = Field(
+        "photo", description="a photo's template, or the matcher's normalised mean of the attendee's photo templates"
+    )
 
 
 class AttendeeTemplates(BaseModel):

@@ -209,12 +209,14 @@ async def enrol(
             await check_duplicate_faces(
                 session, event=event, embedded=embedded, matcher=matcher, allow=allow_duplicate_face
             )
-            await matcher.add_templates(event_id, batch)
+            created = await matcher.add_templates(event_id, batch)
         except BaseException:
             await session.rollback()  # nothing was committed; the matcher took nothing either (one batch)
             raise
 
         await session.refresh(attendee)
+        # the matcher's count: its mean template (2+ photos) is one more that a stranger can meet
+        attendee.templates = created.attendee_templates.get(attendee_id, attendee.templates)
         result = Enrolment(attendee=attendee, templates_added=len(batch.templates), photos=_reports(photos, embedded))
         if idempotency_key:
             session.add(
@@ -272,8 +274,8 @@ async def add_photos(
     batch = _templates(attendee.id, event, embedded, embedder.retry_after_s)
     # Lock the row: an erase running concurrently must not leave these templates behind.
     await session.execute(select(Attendee.id).where(Attendee.id == attendee.id).with_for_update())
-    await matcher.add_templates(event.id, batch)
-    attendee.templates += len(batch.templates)
+    created = await matcher.add_templates(event.id, batch)
+    attendee.templates = created.attendee_templates.get(attendee.id, attendee.templates + len(batch.templates))
     await session.flush()
     await cache.invalidate(event.id, attendee.id)
     return Enrolment(attendee=attendee, templates_added=len(batch.templates), photos=_reports(photos, embedded))

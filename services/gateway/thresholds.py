@@ -121,9 +121,9 @@ def expected_rates(event: Event, size: GallerySize) -> ExpectedRates:
     t_verify = verify_threshold(event)
     fmr, fnmr = cal.fmr(t_verify), cal.fnmr(t_verify, per_attendee)
     summary = (
-        f"1:K at {size.attendees:,} attendees ({size.templates:,} photos): about {_one_in(fpir)} strangers admitted; "
-        f"about {fnir:.0%} of attendees will need their ticket. 1:1: about {_one_in(fmr)} impostors holding a "
-        f"stolen ticket admitted; about {fnmr:.0%} of genuine holders refused."
+        f"1:K at {size.attendees:,} attendees ({size.templates:,} templates): about {_one_in(fpir)} strangers "
+        f"admitted; about {fnir:.0%} of attendees will need their ticket. 1:1: about {_one_in(fmr)} impostors "
+        f"holding a stolen ticket admitted; about {fnmr:.0%} of genuine holders refused."
     )
     return ExpectedRates(
         attendees=size.attendees,

@@ -112,9 +112,15 @@ async def drop_gallery(event_id: uuid.UUID, session: SessionDep, cache: CacheDep
 
 @router.post("/{event_id}/templates", response_model=TemplatesCreated, status_code=status.HTTP_201_CREATED)
 async def add_templates(
-    event_id: uuid.UUID, body: TemplatesCreate, session: SessionDep, cache: CacheDep
+    event_id: uuid.UUID, body: TemplatesCreate, session: SessionDep, settings: SettingsDep, cache: CacheDep
 ) -> TemplatesCreated:
-    return TemplatesCreated(ids=await galleries.add_templates(session, event_id, templates=body.templates, cache=cache))
+    """Add photo templates (all or nothing). An attendee left with 2+ photo templates also holds their mean
+    template (unless `FACEGATE_MATCHER_MEAN_TEMPLATES=false`), remade in the same write; it counts in the
+    gallery's `templates` and in `attendee_templates`."""
+    added = await galleries.add_templates(
+        session, event_id, templates=body.templates, cache=cache, means=settings.mean_templates
+    )
+    return TemplatesCreated(ids=added.ids, attendee_templates=added.per_attendee)
 
 
 @router.get("/{event_id}/attendees/{attendee_id}/templates", response_model=AttendeeTemplates)
@@ -131,6 +137,7 @@ async def attendee_templates(event_id: uuid.UUID, attendee_id: uuid.UUID, sessio
                 embedding=r.embedding,
                 quality=r.quality,
                 created_at=r.created_at,
+                kind="mean" if r.kind == "mean" else "photo",
             )
             for r in rows
         ],

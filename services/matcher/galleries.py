@@ -163,10 +163,22 @@ async def drop_gallery(session: AsyncSession, event_id: uuid.UUID, *, cache: Gal
     return row.templates
 
 
+@dataclass(frozen=True)
+class Added:
+    ids: list[uuid.UUID]  # the photo templates, in request order
+    per_attendee: dict[uuid.UUID, int]  # each attendee's templates after the write, their mean included
+
+
 async def add_templates(
-    session: AsyncSession, event_id: uuid.UUID, *, templates: Sequence[TemplateIn], cache: GalleryCache = NO_CACHE
-) -> list[uuid.UUID]:
-    """All or nothing: any invalid template rejects the batch before a row is written."""
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    *,
+    templates: Sequence[TemplateIn],
+    cache: GalleryCache = NO_CACHE,
+    means: bool = True,
+) -> Added:
+    """All or nothing: any invalid template rejects the batch before a row is written. With `means`, every
+    attendee of the batch left with 2+ photo templates gets their mean template (re)made in the same write."""
     row = await _require(session, event_id)
     rows: list[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]] = []
     for i, t in enumerate(templates):
@@ -178,17 +190,40 @@ async def add_templates(
     version = await write_store.lock_gallery(session, event_id)
     if version is None:  # dropped between our read and the lock
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found")
-    new_attendees = {r[1] for r in rows}
+    new_attendees = sorted({r[1] for r in rows})
     try:
-        known = await write_store.known_attendees(session, event_id, list(new_attendees))
+        known = await write_store.known_attendees(session, event_id, new_attendees)
         await write_store.insert_templates(session, event_id, rows=rows, version=version)
+        delta = len(rows) + await _remake_means(session, event_id, new_attendees, version=version, enabled=means)
+        per_attendee = await write_store.attendee_counts(session, event_id, new_attendees)
     except ProgrammingError as exc:  # the partition is gone though the registry row was there
         raise NotFound(f"no gallery for event {event_id}", code="gallery_not_found") from exc
     await write_store.commit_change(
-        session, event_id, version=version, delta=len(rows), attendees_delta=len(new_attendees) - known
+        session, event_id, version=version, delta=delta, attendees_delta=len(new_attendees) - known
     )
     cache.invalidate(event_id)
-    return [r[0] for r in rows]
+    return Added(ids=[r[0] for r in rows], per_attendee=per_attendee)
+
+
+async def _remake_means(
+    session: AsyncSession, event_id: uuid.UUID, attendee_ids: Sequence[uuid.UUID], *, version: int, enabled: bool
+) -> int:
+    """Replace these attendees' mean templates (under the caller's gallery lock, stamped with its `version`:
+    the old mean's tombstone and the new mean land in the one change a resident copy catches up on, so no
+    version ever pairs the new photos with the old mean). Returns the change in the template count.
+
+    Off (`mean_templates=False`), the old means still go: a mean that no longer matches its photos is never kept.
+    """
+    removed = await write_store.delete_means(session, event_id, attendee_ids, version=version)
+    if not enabled:
+        return -removed
+    means: list[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]] = []
+    for attendee_id, model_id, mean in await write_store.photo_means(session, event_id, attendee_ids):
+        norm = float(np.linalg.norm(mean))
+        if norm > 1e-6:  # photos that cancel out have no direction to keep; the photos still answer
+            means.append((uuid.uuid4(), attendee_id, model_id, (mean / norm).astype(np.float32), None))
+    await write_store.insert_templates(session, event_id, rows=means, version=version, kind="mean")
+    return len(means) - removed
 
 
 async def attendee_templates(

@@ -46,6 +46,7 @@ class TemplateRow:
     embedding: list[float]
     quality: float | None
     created_at: datetime
+    kind: str = "photo"
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,20 @@ async def known_attendees(session: AsyncSession, event_id: uuid.UUID, attendee_i
     return int(row[0])
 
 
+async def attendee_counts(
+    session: AsyncSession, event_id: uuid.UUID, attendee_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """How many templates (photos and mean) each of these attendees has."""
+    result = await session.execute(
+        text(
+            f"SELECT attendee_id, count(*) FROM {_table(session, event_id)}"
+            " WHERE event_id = :e AND attendee_id = ANY(:a) GROUP BY attendee_id"
+        ),
+        {"e": event_id, "a": list(attendee_ids)},
+    )
+    return {r[0]: int(r[1]) for r in result.all()}
+
+
 async def gallery_counts(session: AsyncSession, event_id: uuid.UUID) -> tuple[int, int]:
     """(templates, attendees) counted from the partition itself."""
     row = (
@@ -203,26 +218,69 @@ async def insert_templates(
     *,
     rows: Sequence[tuple[uuid.UUID, uuid.UUID, str, np.ndarray, float | None]],
     version: int,
+    kind: str = "photo",
 ) -> None:
     """rows: (id, attendee_id, model_id, unit embedding, quality); one executemany (psycopg pipelines it)."""
+    if not rows:
+        return
     stmt = text(
         f"INSERT INTO {_table(session, event_id)}"
-        " (id, event_id, attendee_id, model_id, embedding, quality, version)"
-        " VALUES (:id, :e, :a, :m, CAST(:v AS vector), :q, :ver)"
+        " (id, event_id, attendee_id, model_id, embedding, quality, version, kind)"
+        " VALUES (:id, :e, :a, :m, CAST(:v AS vector), :q, :ver, :k)"
     )
     params = [
-        {"id": tid, "e": event_id, "a": aid, "m": model_id, "v": vector_literal(vec), "q": quality, "ver": version}
+        {
+            "id": tid,
+            "e": event_id,
+            "a": aid,
+            "m": model_id,
+            "v": vector_literal(vec),
+            "q": quality,
+            "ver": version,
+            "k": kind,
+        }
         for tid, aid, model_id, vec, quality in rows
     ]
     await session.execute(stmt, params)
 
 
+async def delete_means(
+    session: AsyncSession, event_id: uuid.UUID, attendee_ids: Sequence[uuid.UUID], *, version: int
+) -> int:
+    """Delete these attendees' mean templates, leaving a tombstone (stamped `version`) for each."""
+    result = await session.execute(
+        text(
+            f"WITH gone AS (DELETE FROM {_table(session, event_id)}"
+            " WHERE event_id = :e AND attendee_id = ANY(:a) AND kind = 'mean' RETURNING id)"
+            " INSERT INTO matcher_tombstones (event_id, version, template_id) SELECT :e, :v, id FROM gone"
+        ),
+        {"e": event_id, "a": list(attendee_ids), "v": version},
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult: DML with no RETURNING
+
+
+async def photo_means(
+    session: AsyncSession, event_id: uuid.UUID, attendee_ids: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, str, np.ndarray]]:
+    """(attendee, model, mean of the photo templates) for those of these attendees with 2+ photo templates.
+    pgvector's avg() sums in double precision; the caller normalises."""
+    result = await session.execute(
+        text(
+            f"SELECT attendee_id, min(model_id), avg(embedding)::real[] FROM {_table(session, event_id)}"
+            " WHERE event_id = :e AND attendee_id = ANY(:a) AND kind = 'photo'"
+            " GROUP BY attendee_id HAVING count(*) >= 2 ORDER BY attendee_id"
+        ),
+        {"e": event_id, "a": list(attendee_ids)},
+    )
+    return [(r[0], r[1], np.asarray(r[2], dtype=np.float64)) for r in result.all()]
+
+
 async def attendee_templates(session: AsyncSession, event_id: uuid.UUID, attendee_id: uuid.UUID) -> list[TemplateRow]:
     result = await session.execute(
         text(
-            "SELECT id, attendee_id, model_id, embedding::real[], quality, created_at"
+            "SELECT id, attendee_id, model_id, embedding::real[], quality, created_at, kind"
             f" FROM {_table(session, event_id)} WHERE event_id = :e AND attendee_id = :a"
-            " ORDER BY created_at, id"
+            " ORDER BY kind = 'mean', created_at, id"
         ),
         {"e": event_id, "a": attendee_id},
     )

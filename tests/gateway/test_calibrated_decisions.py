@@ -24,6 +24,27 @@ async def _event(t: Tenant) -> dict:
     return r.json()
 
 
+async def test_two_photos_count_three_templates_on_both_sides(new_tenant, faces: Faces) -> None:
+    """Enrolled with two photos, an attendee holds three templates in the matcher (their mean is the third): the
+    event's own counts and threshold, and the threshold the gate used on the gallery it searched, agree on it."""
+    t = await new_tenant(name="Two photos")
+    photos = [faces.photo("Colin_Powell", 1), faces.photo("Colin_Powell", 2)]
+    r = await enrol(t.org, t.event_id, name="Colin", ticket="P-1", photos=photos)
+    assert r.status_code == 201, r.text
+    assert r.json()["attendee"]["templates"] == 3
+    r = await enrol(t.org, t.event_id, name="Tony", ticket="P-2", photos=[faces.photo("Tony_Blair", 2)])
+    assert r.status_code == 201 and r.json()["attendee"]["templates"] == 1  # one photo: no mean
+    ev = await _event(t)
+    assert (ev["expected"]["templates"], ev["expected"]["attendees"]) == (4, 2)
+    assert ev["identify_threshold"] == pytest.approx(CAL.identify_threshold(0.003, 4, 2))
+    listed = (await t.org.get(f"/v1/events/{t.event_id}/attendees")).json()["items"]
+    assert sorted(a["templates"] for a in listed) == [1, 3]
+
+    r = await identify(t.gate, faces.photo("Colin_Powell", 3))
+    assert (r.json()["decision"], r.json()["reason"]) == ("admit", "match"), r.json()
+    assert (await last_log(t))["threshold"] == pytest.approx(ev["identify_threshold"])
+
+
 async def test_identify_threshold_tightens_as_the_event_grows(new_tenant, faces: Faces) -> None:
     t = await new_tenant(name="Growing")
     empty = await _event(t)

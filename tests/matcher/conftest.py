@@ -25,6 +25,23 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def with_means(owners: list[uuid.UUID], vecs: np.ndarray) -> tuple[list[uuid.UUID], np.ndarray]:
+    """The gallery the matcher holds for these photo templates (unit rows): plus, for every attendee with 2+, the
+    L2-normalised mean of their photos (`mean_templates`, on by default). What a brute-force reference searches."""
+    rows: dict[uuid.UUID, list[int]] = {}
+    for i, owner in enumerate(owners):
+        rows.setdefault(owner, []).append(i)
+    extra_owners, extra = [], []
+    for owner, idx in rows.items():
+        if len(idx) >= 2:
+            mean = vecs[idx].astype(np.float64).mean(axis=0)
+            extra_owners.append(owner)
+            extra.append(mean / np.linalg.norm(mean))
+    if not extra:
+        return list(owners), vecs
+    return list(owners) + extra_owners, np.vstack([vecs, np.asarray(extra, dtype=np.float32)])
+
+
 def template(attendee: uuid.UUID, vec: np.ndarray, model: str = MODEL, **kw: Any) -> dict[str, Any]:
     return {"attendee_id": str(attendee), "model_id": model, "embedding": [float(v) for v in vec], **kw}
 

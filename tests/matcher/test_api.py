@@ -58,12 +58,15 @@ async def test_templates_roundtrip_normalised(client: httpx.AsyncClient, new_gal
     ids = r.json()["ids"]
     assert len(ids) == 3
 
+    assert r.json()["attendee_templates"] == {str(attendee): 4}  # three photos and their mean
+
     got = (await client.get(f"/v1/galleries/{event}/attendees/{attendee}/templates")).json()
     assert got["attendee_id"] == str(attendee) and got["model_id"] == MODEL
-    assert {t["id"] for t in got["templates"]} == set(ids)
+    photos = [t for t in got["templates"] if t["kind"] == "photo"]
+    assert {t["id"] for t in photos} == set(ids) and len(got["templates"]) == 4
     for t in got["templates"]:
         assert abs(np.linalg.norm(t["embedding"]) - 1.0) < 1e-5
-    assert sorted(t["quality"] for t in got["templates"]) == [0.5, 0.6, 0.7]
+    assert sorted(t["quality"] for t in photos) == [0.5, 0.6, 0.7]
 
     # 1:1 distance: the query is one of the templates, so the best distance is ~0 and names that template.
     d = await client.post(
@@ -71,7 +74,7 @@ async def test_templates_roundtrip_normalised(client: httpx.AsyncClient, new_gal
     )
     assert d.status_code == 200
     body = d.json()
-    assert body["templates"] == 3 and body["distance"] < 1e-5 and body["template_id"] == ids[1]
+    assert body["templates"] == 4 and body["distance"] < 1e-5 and body["template_id"] == ids[1]
 
     missing = await client.post(
         f"/v1/galleries/{event}/attendees/{uuid.uuid4()}/distance", json={"model_id": MODEL, "embedding": list(raw[1])}
@@ -80,7 +83,7 @@ async def test_templates_roundtrip_normalised(client: httpx.AsyncClient, new_gal
     assert (await client.get(f"/v1/galleries/{event}/attendees/{uuid.uuid4()}/templates")).status_code == 404
 
     stats = (await client.get(f"/v1/galleries/{event}")).json()
-    assert stats["templates"] == 3 and stats["attendees"] == 1
+    assert stats["templates"] == 4 and stats["attendees"] == 1
 
 
 async def test_mismatch_and_invalid_embeddings_are_422(client: httpx.AsyncClient, new_gallery) -> None:
@@ -155,13 +158,14 @@ async def test_every_search_reports_the_gallery_size_it_searched(client: httpx.A
     r = await client.post(
         f"/v1/galleries/{event}/templates", json={"templates": [template(a, v) for v in unit(rng, 2, DIM)]}
     )
-    assert r.status_code == 201 and await sizes() == (2, 1)
+    assert r.status_code == 201 and await sizes() == (3, 1)  # two photos and their mean
     r = await client.post(
         f"/v1/galleries/{event}/templates",
         json={"templates": [template(a, unit(rng, 1, DIM)[0]), template(b, unit(rng, 1, DIM)[0])]},
     )
-    assert r.status_code == 201 and await sizes() == (4, 2)  # a was known: one new attendee, two templates
-    assert (await client.delete(f"/v1/galleries/{event}/attendees/{a}")).json()["deleted"] == 3
+    # a was known: one new attendee, two photos; a's mean is replaced, not added; b (one photo) has none
+    assert r.status_code == 201 and await sizes() == (5, 2)
+    assert (await client.delete(f"/v1/galleries/{event}/attendees/{a}")).json()["deleted"] == 4
     assert await sizes() == (1, 1)
     assert (await client.delete(f"/v1/galleries/{event}/attendees/{a}")).json()["deleted"] == 0
     assert await sizes() == (1, 1)  # erasing twice changes nothing

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.common.db import sqlalchemy_url
-from tests.matcher.conftest import DIM, MODEL, running_app, template, unit
+from tests.matcher.conftest import DIM, MODEL, running_app, template, unit, with_means
 
 SETTINGS: dict[str, Any] = {"exact_max_templates": 50, "resident_catch_up_rows": 20, "resident_build_threads": 1}
 PEOPLE, PER = 100, 4
@@ -89,7 +89,7 @@ async def test_resident_answers_equal_numpy(replicas) -> None:
     for q in probes[:50]:
         got = await search(a, event, q)
         assert got["mode"] == "resident"
-        want = exact(owners, vecs, q, 5)
+        want = exact(*with_means(owners, vecs), q, 5)
         same += [m["attendee_id"] for m in got["matches"]] == [w[0] for w in want]
         for m, w in zip(got["matches"], want, strict=False):
             if m["attendee_id"] == w[0]:
@@ -112,7 +112,7 @@ async def test_erasure_through_another_replica_shows_in_the_next_search(replicas
     assert now["mode"] == "hnsw"
     caught_up = await resident_search(app, a, event, q)
     assert str(owners[0]) not in [m["attendee_id"] for m in caught_up["matches"]]
-    assert caught_up["matches"][0]["attendee_id"] == exact(owners[PER:], vecs[PER:], q, 1)[0][0]
+    assert caught_up["matches"][0]["attendee_id"] == exact(*with_means(owners[PER:], vecs[PER:]), q, 1)[0][0]
 
     # The tombstones say which template ids went, and nothing about whom they belonged to.
     engine = create_async_engine(sqlalchemy_url(pg_url))
@@ -126,7 +126,7 @@ async def test_erasure_through_another_replica_shows_in_the_next_search(replicas
         gone = (
             await conn.execute(text("SELECT count(*) FROM matcher_tombstones WHERE event_id = :e"), {"e": event})
         ).scalar_one()
-        assert gone == PER
+        assert gone == PER + 1  # their photos and their mean
     await engine.dispose()
 
 
@@ -152,7 +152,7 @@ async def test_enrolment_through_another_replica_shows_in_the_next_search(replic
     assert (await b.post(f"/v1/galleries/{event}/templates", json=body)).status_code == 201
     rebuilt = await resident_search(app, a, event, q)
     assert rebuilt["matches"][0]["attendee_id"] == str(newcomer)
-    assert app.state.residents.galleries[event].live == PEOPLE * PER + 1 + 30
+    assert app.state.residents.galleries[event].live == PEOPLE * (PER + 1) + 1 + 30  # each PER photos + mean
 
 
 async def test_dropped_gallery_is_gone_from_memory_too(replicas) -> None:
@@ -221,3 +221,37 @@ async def test_one_attendee_with_more_templates_than_the_list_still_leaves_room_
     assert len({m["attendee_id"] for m in got["matches"]}) == 5
     want = exact(owners + [crowd] * 200, np.vstack([vecs, near]), q, 5)
     assert [m["attendee_id"] for m in got["matches"]] == [w[0] for w in want]
+
+
+async def test_a_replaced_mean_template_is_never_answered_stale(replicas) -> None:
+    """A new photo through B replaces the attendee's mean (old one tombstoned, new one added, one version): A's copy
+    must not answer with the old mean, neither before it catches up nor after."""
+    (app, a), b = replicas
+    rng = np.random.default_rng(18)
+    owners, vecs, _ = face_like(rng)
+    event = await make_gallery(b, owners, vecs)
+    person = owners[0]
+
+    async def mean_of(person: uuid.UUID) -> dict[str, Any]:
+        r = await b.get(f"/v1/galleries/{event}/attendees/{person}/templates")
+        (mean,) = [t for t in r.json()["templates"] if t["kind"] == "mean"]
+        return mean  # type: ignore[no-any-return]
+
+    old = await mean_of(person)
+    old_q = np.asarray(old["embedding"], dtype=np.float32)
+    first = await resident_search(app, a, event, old_q)
+    assert first["matches"][0]["template_id"] == old["id"]  # the copy holds the mean
+
+    extra = unit(rng, 1)[0]  # a photo far from the others: it moves the mean
+    r = await b.post(f"/v1/galleries/{event}/templates", json={"templates": [template(person, extra)]})
+    assert r.status_code == 201 and r.json()["attendee_templates"] == {str(person): PER + 2}
+    new = await mean_of(person)
+    new_q = np.asarray(new["embedding"], dtype=np.float32)
+    now = await search(a, event, new_q)  # no wait: A's copy is a version behind
+    assert now["mode"] == "hnsw" and now["matches"][0]["template_id"] == new["id"]
+    assert now["templates"] == PEOPLE * (PER + 1) + 1
+    for got in (await search(a, event, old_q), await resident_search(app, a, event, old_q)):
+        assert old["id"] not in {m["template_id"] for m in got["matches"]}
+    caught_up = await resident_search(app, a, event, new_q)
+    assert caught_up["matches"][0]["template_id"] == new["id"]
+    assert caught_up["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-5)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matcher import galleries, search_store, write_store
-from tests.matcher.conftest import DIM, MODEL, running_app, template
+from tests.matcher.conftest import DIM, MODEL, running_app, template, with_means
 
 N_PEOPLE, PER_PERSON = 600, 4  # 2,400 templates
 N_QUERIES = 200
@@ -66,10 +66,11 @@ async def loaded(pg_url: str) -> AsyncIterator[dict]:
         # probes: a fresh noisy capture of a known person (what a turnstile sends)
         probe = centres[:N_QUERIES] + rng.standard_normal((N_QUERIES, DIM)) * (0.7 / np.sqrt(DIM))
         probe = (probe / np.linalg.norm(probe, axis=1, keepdims=True)).astype(np.float32)
+        held_owners, held = with_means(owners, vecs)  # what the matcher holds: photos and each person's mean
         yield {
             "event": event,
-            "vecs": vecs,
-            "owners": owners,
+            "vecs": held,
+            "owners": held_owners,
             "probes": probe,
             "exact": client,
             "hnsw": hclient,

@@ -74,16 +74,16 @@ async def test_erasure_of_attendee_and_event(app_client: tuple[FastAPI, httpx.As
     batch = [template(gone, v) for v in vecs[:4]] + [template(kept[i % 4], v) for i, v in enumerate(vecs[4:])]
     assert (await client.post(f"/v1/galleries/{event}/templates", json={"templates": batch})).status_code == 201
 
-    assert (await client.delete(f"/v1/galleries/{event}/attendees/{gone}")).json() == {"deleted": 4}
+    assert (await client.delete(f"/v1/galleries/{event}/attendees/{gone}")).json() == {"deleted": 5}  # and mean
     for q in vecs[:4]:  # their own templates as queries: the strongest possible pull towards them
         assert str(gone) not in await _search(client, event, q, k=100)
     assert await _rows(app, "attendee_id = :a", a=gone) == 0
     assert (await client.get(f"/v1/galleries/{event}/attendees/{gone}/templates")).status_code == 404
     assert (await client.delete(f"/v1/galleries/{event}/attendees/{gone}")).json() == {"deleted": 0}
     stats = (await client.get(f"/v1/galleries/{event}")).json()
-    assert stats["templates"] == 8 and stats["attendees"] == 4
+    assert stats["templates"] == 12 and stats["attendees"] == 4  # 2 photos + a mean each
 
-    assert (await client.delete(f"/v1/galleries/{event}")).json() == {"deleted": 8}
+    assert (await client.delete(f"/v1/galleries/{event}")).json() == {"deleted": 12}
     assert await _rows(app, "event_id = :e", e=event) == 0
     async with app.state.sessionmaker() as session:
         reg = await session.execute(text("SELECT to_regclass(:t)"), {"t": write_store.partition_name(event)})
