@@ -54,6 +54,12 @@ class TailFit(BaseModel):
         return self.p_u * base ** (-1.0 / self.xi)
 
 
+def per_comparison(target: float, comparisons: int) -> float:
+    """The per-comparison rate that keeps `comparisons` independent chances at `target` in all: 1 - (1 - target)^(1/n),
+    computed exactly for tiny rates."""
+    return -math.expm1(math.log1p(-target) / max(comparisons, 1))
+
+
 class Calibration(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -120,8 +126,10 @@ class Calibration(BaseModel):
         return values[int(0.05 * (len(values) - 1))], values[math.ceil(0.95 * (len(values) - 1))]
 
     # -- 1:1 and 1:K ----------------------------------------------------------------------------------------
-    def verify_threshold(self, target_fmr: float) -> float:
-        return self.threshold_at_fmr(target_fmr)
+    def verify_threshold(self, target_fmr: float, templates: int = 1) -> float:
+        """The 1:1 distance for an attendee with `templates` templates: the nearest of them decides, so each is a
+        chance for an impostor holding their ticket, and the target is split over them as in 1:K."""
+        return self.threshold_at_fmr(per_comparison(target_fmr, templates))
 
     def identify_threshold(
         self, target_fpir: float, templates: int, attendees: int | None = None, *, calibrated_margin: bool = True
@@ -133,8 +141,7 @@ class Calibration(BaseModel):
         n = max(templates, 1)
         if calibrated_margin:
             target_fpir = min(target_fpir / self.margin_factor(attendees if attendees else n), 0.5)
-        per_comparison = -math.expm1(math.log1p(-target_fpir) / n)  # 1 - (1 - target)^(1/n), exact for tiny rates
-        return self.threshold_at_fmr(per_comparison)
+        return self.threshold_at_fmr(per_comparison(target_fpir, n))
 
     @staticmethod
     def fpir_from_fmr(fmr: float, templates: int) -> float:

@@ -259,6 +259,8 @@ async def verify(
         )
     ).scalar_one_or_none()
 
+    if attendee is not None:  # each of the attendee's templates is a chance for an impostor with their ticket
+        threshold = thresholds.verify_threshold(event, attendee.templates)
     distance: float | None = None
     if attendee is not None and face is not None:
         try:

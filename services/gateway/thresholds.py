@@ -38,10 +38,12 @@ def calibration_for(model_id: str) -> Calibration:
     return cal
 
 
-def verify_threshold(event: Event) -> float:
+def verify_threshold(event: Event, templates: int = 1) -> float:
+    """The 1:1 distance for an attendee with this many templates (photos and their mean): the target FMR holds per
+    attendee, not per template. An organiser's override is a distance and is used as it is."""
     if event.verify_threshold is not None:
         return event.verify_threshold
-    return calibration_of(event).verify_threshold(event.target_fmr)
+    return calibration_of(event).verify_threshold(event.target_fmr, templates)
 
 
 def identify_margin(event: Event) -> float:

@@ -27,7 +27,7 @@ async def _event(t: Tenant) -> dict:
 async def test_two_photos_count_three_templates_on_both_sides(new_tenant, faces: Faces) -> None:
     """Enrolled with two photos, an attendee holds three templates in the matcher (their mean is the third): the
     event's own counts and threshold, and the threshold the gate used on the gallery it searched, agree on it."""
-    t = await new_tenant(name="Two photos")
+    t = await new_tenant(name="Two photos", allow_reentry=True)
     photos = [faces.photo("Colin_Powell", 1), faces.photo("Colin_Powell", 2)]
     r = await enrol(t.org, t.event_id, name="Colin", ticket="P-1", photos=photos)
     assert r.status_code == 201, r.text
@@ -43,6 +43,17 @@ async def test_two_photos_count_three_templates_on_both_sides(new_tenant, faces:
     r = await identify(t.gate, faces.photo("Colin_Powell", 3))
     assert (r.json()["decision"], r.json()["reason"]) == ("admit", "match"), r.json()
     assert (await last_log(t))["threshold"] == pytest.approx(ev["identify_threshold"])
+
+    # 1:1: each of an attendee's templates is a chance for an impostor holding their ticket, so the target FMR is
+    # split over the three (stricter than the one-template distance the event shows); one photo keeps it.
+    r = await verify(t.gate, "P-1", faces.photo("Colin_Powell", 3))
+    assert (r.json()["decision"], r.json()["reason"]) == ("admit", "match"), r.json()
+    three = CAL.verify_threshold(1e-3, 3)
+    assert (await last_log(t))["threshold"] == pytest.approx(three) and three < ev["verify_threshold"]
+    assert ev["verify_threshold"] == pytest.approx(CAL.verify_threshold(1e-3))
+    r = await verify(t.gate, "P-2", faces.photo("Tony_Blair", 3))
+    assert r.status_code == 200, r.text
+    assert (await last_log(t))["threshold"] == pytest.approx(ev["verify_threshold"])
 
 
 async def test_identify_threshold_tightens_as_the_event_grows(new_tenant, faces: Faces) -> None:
