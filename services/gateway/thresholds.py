@@ -120,8 +120,10 @@ def expected_rates(event: Event, size: GallerySize) -> ExpectedRates:
     lo, hi = cal.fpir_interval(t_identify, n)
     per_attendee = size.templates / size.attendees if size.attendees else 1.0
     fnir = cal.fnmr(t_identify, per_attendee)
-    t_verify = verify_threshold(event)
-    fmr, fnmr = cal.fmr(t_verify), cal.fnmr(t_verify, per_attendee)
+    # 1:1 as the gate decides it for a typical attendee here: any of their templates can admit an impostor.
+    held = max(1, round(per_attendee))
+    t_verify = verify_threshold(event, held)
+    fmr, fnmr = 1.0 - (1.0 - min(cal.fmr(t_verify), 1.0)) ** held, cal.fnmr(t_verify, per_attendee)
     summary = (
         f"1:K at {size.attendees:,} attendees ({size.templates:,} templates): about {_one_in(fpir)} strangers "
         f"admitted; about {fnir:.0%} of attendees will need their ticket. 1:1: about {_one_in(fmr)} impostors "

@@ -37,6 +37,9 @@ async def test_two_photos_count_three_templates_on_both_sides(new_tenant, faces:
     ev = await _event(t)
     assert (ev["expected"]["templates"], ev["expected"]["attendees"]) == (4, 2)
     assert ev["identify_threshold"] == pytest.approx(CAL.identify_threshold(0.003, 4, 2))
+    # 1:1 for a typical attendee here (two templates): the target holds per attendee, not per template
+    assert ev["expected"]["verify_fmr"] == pytest.approx(1e-3, rel=0.02)
+    assert ev["expected"]["verify_fnmr"] == pytest.approx(CAL.fnmr(CAL.verify_threshold(1e-3, 2), 2.0))
     listed = (await t.org.get(f"/v1/events/{t.event_id}/attendees")).json()["items"]
     assert sorted(a["templates"] for a in listed) == [1, 3]
 
