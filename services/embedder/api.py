@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message
 
 from services.common.errors import ERROR_RESPONSES, BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
@@ -63,7 +63,8 @@ async def _read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _image_from_multipart(request: Request, body: bytes, limit: int) -> bytes:
+async def _parse_form(request: Request, body: bytes, *, max_files: int) -> FormData:
+    """Parse the bytes already read (and bounded) instead of letting the form parser read the socket."""
     sent = False
 
     async def replay() -> Message:
@@ -73,22 +74,32 @@ async def _image_from_multipart(request: Request, body: bytes, limit: int) -> by
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    # Parse the bytes already read (and bounded) instead of letting the form parser read the socket.
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
+        return await Request(request.scope, replay).form(max_files=max_files, max_fields=16)
     except Exception as exc:
         raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
+
+
+async def _part_bytes(part: object, limit: int, *, what: str, code: str, accepted: str) -> bytes:
+    """One file part's bytes: a file, of an accepted type, within the image limit."""
+    if not isinstance(part, UploadFile):
+        raise Unprocessable(f"{what} must be a file part", code=code)
+    mime = _mime(part.content_type)
+    if mime and not _accepted(mime):
+        raise UnsupportedMediaType(f"{what} has content type {mime!r}; send {accepted}")
+    data = await part.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} exceeds {limit} bytes")
+    return data
+
+
+async def _image_from_multipart(request: Request, body: bytes, limit: int) -> bytes:
+    form = await _parse_form(request, body, max_files=1)
     try:
         part = form.get("image")
-        if not isinstance(part, UploadFile):
+        if part is None:
             raise Unprocessable("multipart body has no file field 'image'", code="missing_image")
-        mime = _mime(part.content_type)
-        if mime and not _accepted(mime):
-            raise UnsupportedMediaType(f"image part has content type {mime!r}; send an image")
-        data = await part.read(limit + 1)
-        if len(data) > limit:
-            raise PayloadTooLarge(f"image exceeds {limit} bytes")
-        return data
+        return await _part_bytes(part, limit, what="the image part", code="missing_image", accepted="an image")
     finally:
         await form.close()
 
@@ -139,27 +150,12 @@ async def embed(
 
 
 async def _frames_from_multipart(request: Request, body: bytes, max_frames: int, limit: int) -> list[bytes]:
-    async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
-
+    # Room for more parts than allowed, so that too many frames get their own clear answer; the body is bounded.
+    form = await _parse_form(request, body, max_files=4 * max_frames)
     try:
-        # Room for more parts than allowed, so that too many frames get their own clear answer below; the body
-        # is bounded already.
-        form = await Request(request.scope, replay).form(max_files=4 * max_frames, max_fields=16)
-    except Exception as exc:
-        raise BadRequest(f"malformed multipart body: {exc}", code="invalid_multipart") from None
-    try:
-        parts = form.getlist("frames")
         frames: list[bytes] = []
-        for part in parts:
-            if not isinstance(part, UploadFile):
-                raise Unprocessable("every 'frames' part must be a file", code="invalid_frame")
-            mime = _mime(part.content_type)
-            if mime and not _accepted(mime):
-                raise UnsupportedMediaType(f"a frame has content type {mime!r}; send JPEG, PNG or WebP")
-            data = await part.read(limit + 1)
-            if len(data) > limit:
-                raise PayloadTooLarge(f"a frame exceeds {limit} bytes")
+        for part in form.getlist("frames"):
+            data = await _part_bytes(part, limit, what="a frame", code="invalid_frame", accepted="JPEG, PNG or WebP")
             if not data:
                 raise EmptyBody("a frame part is empty")
             frames.append(data)

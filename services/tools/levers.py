@@ -556,7 +556,7 @@ def run_levers(
     report["cascade_band"] = {}
     for c_name, first, second, fu, fused_name, first_name in cascades:
         cal_first = cals[first_name]
-        m = head_fit_m if "head" in c_name else fit_m
+        m = head_fit_m if next(s.head for s in scores if s.name == fused_name) else fit_m  # as its fused score
         band, band_rows = choose_band(first[m], second[m], labels[m], fu, cal_first, cals[fused_name])
         report["cascade_band"][c_name] = {"lo": band.lo, "hi": band.hi, "top": band.top, "candidates": band_rows}
         for k in sizes_1:
