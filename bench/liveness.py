@@ -4,12 +4,14 @@
 
 SYNTHETIC ATTACKS: no spoof dataset is installable here, so every attack is rendered from real photos and real
 video by `services/tools/attacks.py` (print, curved print, phone screen, replayed recording). Bona fide
-presentations are real head turns cut from `live/interview_head_turns.avi` (frames listed in TURNS below, read
-by eye), each also mirrored (a mirrored live head turning right is a live head turning left).
+presentations are real head turns of two people cut from `live/interview_head_turns.avi` and
+`live/stage_performance.mp4` (frames listed in TURNS below), each also mirrored (a mirrored live head turning right
+is a live head turning left).
 
 Split (thresholds are chosen on TUNING only; HELD-BACK is measured once at the shipped setting):
 - attacks from photos: by identity (crc32 of the name, even = tuning), from `dev/` and `calib/`;
-- bona fide and replay: by head turn (tuning: turn B; held-back: turns C and D).
+- bona fide and replay: by head turn (tuning: turn B; held-back: turns C and D of the same person, and turns E-I
+  of another person in another clip, added after the thresholds were fixed and never tuned on).
 
 Each bona fide turn yields several bursts (6-10 frames, every 1-3 frames, 0-2 frames late): they are
 not independent, so the table gives both the burst count and the number of distinct turns.
@@ -50,15 +52,32 @@ from services.embedder.quality import image_reasons  # noqa: E402
 from services.embedder.settings import LivenessThresholds  # noqa: E402
 from services.tools.attacks import AttackKind, photo_attack, portrait, read_clip, replay_attack  # noqa: E402
 
-CLIP = "live/interview_head_turns.avi"
-# Head turns in the interview clip (25 fps): (name, first, last, direction). Read from the frames by eye and
-# delimited with the tracker's yaw trace (the extremes of each swing), before any threshold was chosen.
+CLIPS = {"interview": "live/interview_head_turns.avi", "stage": "live/stage_performance.mp4"}
+# Head turns: (name, clip, first, last, direction), each delimited by the extremes of a swing in the tracker's yaw
+# trace (MTCNN + the 68-point predictor per frame; yaw falls as the person turns to their right).
 TURNS = [
-    ("B", 47, 55, TurnDirection.RIGHT),  # from three-quarter left (his left) towards the camera
-    ("C", 54, 62, TurnDirection.LEFT),  # from almost frontal a little to his left: the smallest turn
-    ("D", 112, 128, TurnDirection.RIGHT),  # from three-quarter left through frontal to near profile right
+    # interview (25 fps, 320x240, faces ~40 px eye to mouth): read by eye, before any threshold was chosen
+    ("B", "interview", 47, 55, TurnDirection.RIGHT),  # from three-quarter left (his left) towards the camera
+    ("C", "interview", 54, 62, TurnDirection.LEFT),  # from almost frontal a little to his left: the smallest turn
+    ("D", "interview", 112, 128, TurnDirection.RIGHT),  # from three-quarter left through frontal to near profile
+    # stage (29.97 fps, 640x360, the performer's face ~45 px eye to mouth; frames 211 on show other people):
+    # added in session 6 with the thresholds already shipped, cut from the yaw trace alone before any check ran
+    ("E", "stage", 95, 114, TurnDirection.RIGHT),  # yaw 3 -> -37: frontal to three-quarter right
+    ("F", "stage", 123, 135, TurnDirection.RIGHT),  # -24 -> -49: three-quarter to near profile
+    ("G", "stage", 135, 160, TurnDirection.LEFT),  # -49 -> +24: near profile right through frontal to the left
+    ("H", "stage", 160, 170, TurnDirection.RIGHT),  # +24 -> +4: back towards the camera
+    ("I", "stage", 180, 208, TurnDirection.RIGHT),  # +3 -> -36: frontal to three-quarter right, slowly
 ]
 TUNING_TURNS = {"B"}
+
+
+def turn_split(name: str, clip_name: str) -> str:
+    """tuning, held_back (looked at during development), or held_back_new (another person, one-shot)."""
+    if name in TUNING_TURNS:
+        return "tuning"
+    return "held_back_new" if clip_name == "stage" else "held_back"
+
+
 PHOTO_KINDS = (AttackKind.PRINT, AttackKind.CURVED, AttackKind.SCREEN)
 
 
@@ -94,10 +113,11 @@ def windows(first: int, last: int) -> list[list[int]]:
     return out
 
 
-def bona_fide_cases(clip: list[np.ndarray]) -> list[Case]:
+def bona_fide_cases(clips: dict[str, list[np.ndarray]]) -> list[Case]:
     cases = []
-    for name, first, last, direction in TURNS:
-        split = "tuning" if name in TUNING_TURNS else "held_back"
+    for name, clip_name, first, last, direction in TURNS:
+        clip = clips[clip_name]
+        split = turn_split(name, clip_name)
         other = TurnDirection.LEFT if direction == TurnDirection.RIGHT else TurnDirection.RIGHT
         for idx in windows(first, last):
             frames = [clip[i] for i in idx]
@@ -107,10 +127,15 @@ def bona_fide_cases(clip: list[np.ndarray]) -> list[Case]:
     return cases
 
 
-def replay_cases(clip: list[np.ndarray], rng: np.random.Generator, per_turn: int) -> list[Case]:
+def replay_cases(
+    clips: dict[str, list[np.ndarray]], rng: np.random.Generator, per_turn: int, clip_names: set[str]
+) -> list[Case]:
     cases = []
-    for name, first, last, direction in TURNS:
-        split = "tuning" if name in TUNING_TURNS else "held_back"
+    for name, clip_name, first, last, direction in TURNS:
+        if clip_name not in clip_names:
+            continue
+        clip = clips[clip_name]
+        split = turn_split(name, clip_name)
         options = windows(first, last)
         for k in range(per_turn):
             idx = options[int(rng.integers(len(options)))]
@@ -260,7 +285,7 @@ ROW_NAMES = {
 def table(cases: list[Case]) -> list[dict[str, object]]:
     rows = []
     for kind, label in ROW_NAMES.items():
-        for split in ("tuning", "held_back"):
+        for split in ("tuning", "held_back", "held_back_new"):
             sel = [c for c in cases if c.kind == kind and c.split == split]
             if not sel:
                 continue
@@ -302,9 +327,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pipe = FacePipeline()
     pipe.load()
-    clip = read_clip(faces / CLIP)
+    clips = {name: read_clip(faces / path) for name, path in CLIPS.items()}
     t0 = time.perf_counter()
-    cases = bona_fide_cases(clip) + replay_cases(clip, rng, args.replays) + photo_cases(pipe, faces, rng, args.per_kind)
+    # The stage clip's replays are drawn last so that every earlier case keeps its random draw (the same seed
+    # gives the same interview replays and photo attacks as before the stage clip was added).
+    cases = bona_fide_cases(clips) + replay_cases(clips, rng, args.replays, {"interview"})
+    cases += photo_cases(pipe, faces, rng, args.per_kind) + replay_cases(clips, rng, args.replays, {"stage"})
     print(f"rendered {len(cases)} bursts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
     for c in cases:
