@@ -78,8 +78,18 @@ async def compare_run(
         event_name="Bench Arena (one photo each)",
         passing=chosen.passing,
     )
-    if today.tickets != chosen.tickets or today.frames != chosen.frames:
-        raise SystemExit("today's and the chosen event enrolled different people: the levels would not be paired")
+    if today.tickets != chosen.tickets:
+        raise SystemExit(
+            "today's and the chosen event enrolled different people (the levels would not be paired): "
+            f"only today {sorted(set(today.tickets) - set(chosen.tickets))}, "
+            f"only chosen {sorted(set(chosen.tickets) - set(today.tickets))}"
+        )
+    # the same people hold back the same photos (compared as values: run as a script, gates.py is __main__ and
+    # its Frame another class than bench.gates.Frame)
+    assert all(
+        [(f.kind, f.person, f.data) for f in today.frames[k]] == [(f.kind, f.person, f.data) for f in v]
+        for k, v in chosen.frames.items()
+    )
     settings = {"today": (today, 1), "chosen": (chosen, 3)}  # two photos + their mean
     rows: list[dict[str, Any]] = []
     for n in levels_n:
