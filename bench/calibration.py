@@ -6,10 +6,10 @@
 1. Starts its own `Stack` (Postgres, Redis, embedder, matcher, gateway as real processes) on loopback ports.
 2. Takes the held-back identities of `calib/` (`services/tools/fit.is_held_back`: the fit never read them).
    For each event size K: an event with the default targets (FPIR 0.003, FMR 1e-3) and re-entry allowed; K
-   held-back identities, drawn at random among those with more than `--photos` photos, are enrolled through
+   held-back identities, drawn at random among those with more than max(`--photos`) photos, are enrolled through
    the public API with `--photos` photo(s) each (a refusal counts toward the failure-to-enrol rate, by reason).
 3. Every other held-back photo goes to the gate: photos of identities never enrolled are non-mated probes
-   (identify: FPIR; verify with a random attendee's ticket: FMR), the enrolled identities' other photos are
+   (identify: FPIR; verify with an attendee's ticket drawn per photo: FMR), the enrolled identities' other photos are
    mated probes (identify: FNIR and wrong-person admits, read from the organiser's access log; verify with
    their own ticket: FNMR). A frame refused for its face (no_face, multiple_faces, low_quality) counts as not
    admitted.
