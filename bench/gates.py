@@ -22,6 +22,9 @@
 5. `--liveness` (issue 17, `bench/gates_liveness.py`): per N, a plain level and then the same gates deciding with
    the head-turn challenge, with the CPU per decision of all services and Postgres for both; the table says
    which N keeps p99 <= `--p99-ms` from the burst's end to the decision.
+6. `--compare` (issue 16, `bench/gates_compare.py`): per N, "today" (each person enrolled with one photo: one
+   template each) then "chosen" (two photos: best-of + mean, the shipped default), two events of the same stack,
+   the same frames and schedule; CPU per decision as in 5, and the ratios the issue bounds.
 
 Faces root: `--faces`, else $FACEGATE_FACES_DIR, else ../shared/faces (dev/, noface/).
 """
@@ -90,6 +93,7 @@ class Setup:
     enrolment: dict[str, Any] = field(default_factory=dict)
     org_token: str = ""
     event_id: str = ""
+    passing: dict[str, list[int]] = field(default_factory=dict)  # screened photos, reused by a second event
 
 
 def pct(values: list[float], q: float) -> float:
@@ -152,8 +156,21 @@ async def enrol_one(org: httpx.AsyncClient, event_id: str, faces: Path, person: 
 
 
 async def setup(
-    stack: Stack, admin_key: str, faces: Path, n_enrol: int, n_keys: int, concurrency: int, seed: int
+    stack: Stack,
+    admin_key: str,
+    faces: Path,
+    n_enrol: int,
+    n_keys: int,
+    concurrency: int,
+    seed: int,
+    *,
+    photos_each: int = 2,
+    event_name: str = "Bench Arena",
+    passing: dict[str, list[int]] | None = None,
 ) -> Setup:
+    """An event with `n_keys` gate keys and `n_enrol` people enrolled with `photos_each` (1 or 2) of their
+    screened pair; their gate frames are the photos outside the pair whatever `photos_each`, so two events set
+    up with the same seed and `passing` see the same frames."""
     base = stack.url("gateway")
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=60) as a:
         r = await a.post("/v1/keys", json={"name": "bench organiser", "role": "organiser"})
@@ -161,7 +178,7 @@ async def setup(
         org_token = r.json()["token"]
     org = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {org_token}"}, timeout=120)
     async with org:
-        r = await org.post("/v1/events", json={"name": "Bench Arena", "mode": "both", "allow_reentry": True})
+        r = await org.post("/v1/events", json={"name": event_name, "mode": "both", "allow_reentry": True})
         r.raise_for_status()
         event_id = r.json()["id"]
         tokens = []
@@ -172,7 +189,8 @@ async def setup(
 
         people = sorted(p.name for p in (faces / "dev").iterdir() if p.is_dir())
         t0 = time.perf_counter()
-        passing = await screen(stack, faces, people, concurrency)
+        if passing is None:
+            passing = await screen(stack, faces, people, concurrency)
         screen_s = time.perf_counter() - t0
         # enrollable: two photos pass the enrol profile and two more are left to hold back for the gates
         eligible = [p for p in people if len(passing[p]) >= 2 and len(photo_numbers(faces / "dev" / p)) >= 4]
@@ -184,7 +202,7 @@ async def setup(
 
         async def guarded(person: str) -> tuple[str, bool]:
             async with sem:
-                return person, await enrol_one(org, event_id, faces, person, pairs[person])
+                return person, await enrol_one(org, event_id, faces, person, pairs[person][:photos_each])
 
         t0 = time.perf_counter()
         results = await asyncio.gather(*(guarded(p) for p in chosen))
@@ -204,19 +222,19 @@ async def setup(
     frames["noface"] = [Frame("noface", None, camera_frame(p)) for p in sorted((faces / "noface").glob("*.jpg"))]
     enrolment = {
         "attendees": len(tickets),
-        "photos": 2 * len(tickets),
+        "photos": photos_each * len(tickets),
         "requests": len(chosen),
         "rejected": len(chosen) - len(tickets),
         "concurrency": concurrency,
         "wall_s": wall,
         "attendees_per_s": len(tickets) / wall,
-        "photos_per_s": 2 * len(tickets) / wall,
+        "photos_per_s": photos_each * len(tickets) / wall,
         "screened_photos": sum(len(photo_numbers(faces / "dev" / p)) for p in people),
         "screened_passing_enrol_profile": sum(len(v) for v in passing.values()),
         "screen_s": screen_s,
         "eligible_people": len(eligible),
     }
-    return Setup(tokens, tickets, frames, enrolment, org_token=org_token, event_id=event_id)
+    return Setup(tokens, tickets, frames, enrolment, org_token=org_token, event_id=event_id, passing=passing)
 
 
 async def warm_up(base: str, token: str, faces: Path, person: str) -> None:
@@ -298,6 +316,19 @@ async def run_level(
         return list(await asyncio.gather(*tasks))  # each bounded by `timeout`
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
+
+
+async def cpu_level(
+    stack: Stack, st: Setup, n: int, args: argparse.Namespace, fire: Fire
+) -> tuple[list[Sample], float, float]:
+    """One level (seed args.seed + n) with the CPU seconds of all services and Postgres it cost and the decisions
+    the gateway made meanwhile (`bench/gates_liveness.py`): (samples, cpu_s, server decisions)."""
+    from bench import gates_liveness as gl
+
+    cpu0, decided0 = gl.cpu_seconds(stack), gl.server_decisions(stack)
+    samples = await run_level(stack.url("gateway"), st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
+    await asyncio.sleep(args.timeout)  # answers the client gave up on are still being decided
+    return samples, gl.cpu_seconds(stack) - cpu0, gl.server_decisions(stack) - decided0
 
 
 # -- where the time goes ---------------------------------------------------------------------------------------
@@ -430,6 +461,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print("frames: " + ", ".join(f"{k} {len(v)}" for k, v in st.frames.items()), flush=True)
         if args.liveness:
             return await liveness_run(stack, st, faces, levels_n, args)
+        if args.compare:
+            from bench import gates_compare
+
+            return await gates_compare.compare_run(stack, st, admin, faces, levels_n, args)
         levels: list[dict[str, Any]] = []
         for n in levels_n:
             before = await asyncio.to_thread(scrape, stack)
@@ -502,10 +537,7 @@ async def liveness_run(
         for protocol in ("plain", "challenge"):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
             fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
-            cpu0, decided0 = gl.cpu_seconds(stack), gl.server_decisions(stack)
-            samples = await run_level(base, st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
-            await asyncio.sleep(args.timeout)  # answers the client gave up on are still being decided
-            cpu, decided = gl.cpu_seconds(stack) - cpu0, gl.server_decisions(stack) - decided0
+            samples, cpu, decided = await cpu_level(stack, st, n, args, fire)
             summary = summarise(samples, args.duration)
             per = cpu / max(decided, 1) * 1e3
             plain_cpu = per if protocol == "plain" else plain_cpu
@@ -557,7 +589,15 @@ def main() -> None:
         action="store_true",
         help="per gate count, a plain level then the head-turn challenge (challenge + 8-frame burst per decision)",
     )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="per gate count, today's setting (one photo, one template each) then the chosen one (two photos: "
+        "best-of + mean), in two events of the same stack",
+    )
     args = p.parse_args()
+    if args.liveness and args.compare:
+        raise SystemExit("--liveness or --compare, not both")
     if args.rate <= 0 or args.duration <= 0 or args.duration * args.rate > 3600:
         raise SystemExit("--rate and --duration must be positive, at most 3600 frames per gate")
     result = asyncio.run(main_async(args))
