@@ -36,6 +36,7 @@ from services.embedder.liveness_geometry import (
     PlaneFit,
     deformation,
     face_scale,
+    head_parallax,
     plane_fit,
     texture_parallax,
     yaw_degrees,
@@ -191,6 +192,7 @@ class TurnMeasures:
     frontal: int
     yaws: list[float]
     texture: float | None = None  # texture_parallax from frame 0 to the frame that changed most; None: untested
+    fit_turn: float = 0.0  # |yaw change| between the two frames the plane fit compares, degrees
 
 
 def measure_turn(
@@ -202,12 +204,24 @@ def measure_turn(
     rel = sign * (smooth - smooth[0])
     frontal = int(np.argmin(np.abs(smooth)))
     # The plane tests compare the frame that changed most (shape, after a similarity) with a reference frame.
-    fit = plane_fit(points[frontal], points[int(np.argmax([deformation(points[frontal], p) for p in points]))])
+    far = int(np.argmax([deformation(points[frontal], p) for p in points]))
+    fit = plane_fit(points[frontal], points[far])
     tex = None
     if texture:
         far = int(np.argmax([deformation(points[0], p) for p in points]))
         tex = texture_parallax(texture[0], texture[far], face_scale(points[0])) if far else None
-    return TurnMeasures(float(rel.max()), float(-rel.min()), fit, frontal, yaws, tex)
+    fit_turn = abs(yaws[far] - yaws[frontal])
+    return TurnMeasures(float(rel.max()), float(-rel.min()), fit, frontal, yaws, tex, fit_turn)
+
+
+def _head_like(m: TurnMeasures, rules: LivenessThresholds) -> bool:
+    """The nose's parallax is at least `turn_parallax_ratio` of a generic head's for the turn measured between
+    the same two frames (floored at min_turn_deg): a small real turn has a small parallax, which the fixed
+    max_planarity limit alone refuses."""
+    if rules.turn_parallax_ratio <= 0:
+        return False
+    need = rules.turn_parallax_ratio * head_parallax(max(m.fit_turn, rules.min_turn_deg))
+    return m.fit.parallax >= need
 
 
 def judge(m: TurnMeasures, rules: LivenessThresholds) -> LivenessFailure | None:
@@ -215,7 +229,7 @@ def judge(m: TurnMeasures, rules: LivenessThresholds) -> LivenessFailure | None:
     if m.fit.deformation < rules.min_deformation:
         # The shape hardly changed: whatever the yaw says, no turn that the parallax test could check.
         return LivenessFailure.NO_TURN
-    if m.fit.planarity >= rules.max_planarity:
+    if m.fit.planarity >= rules.max_planarity and not _head_like(m, rules):
         return LivenessFailure.PLANAR_MOTION
     if m.texture is not None and m.texture < rules.min_texture_parallax:
         return LivenessFailure.PLANAR_MOTION

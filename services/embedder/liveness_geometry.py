@@ -27,6 +27,12 @@ INNER_FACE = [*range(17, 27), *range(36, 48), *range(48, 60)]
 NOSE = [30, 31, 32, 33, 34, 35]  # the tip and the base
 # planarity = 1 - parallax / PARALLAX_FULL (clipped): 1 for no parallax at all, 0 from PARALLAX_FULL up.
 PARALLAX_FULL = 0.1
+NOSE_DEPTH = 0.3  # a generic nose tip's height over the inner face, in eye-to-mouth distances
+
+
+def head_parallax(turn_deg: float) -> float:
+    """The nose parallax a generic head shows for a turn of `turn_deg` between the two frames compared."""
+    return NOSE_DEPTH * abs(float(np.sin(np.radians(turn_deg))))
 
 
 def yaw_degrees(points: np.ndarray) -> float:
