@@ -208,8 +208,8 @@ def measure_turn(
     fit = plane_fit(points[frontal], points[far])
     tex = None
     if texture:
-        far = int(np.argmax([deformation(points[0], p) for p in points]))
-        tex = texture_parallax(texture[0], texture[far], face_scale(points[0])) if far else None
+        moved = int(np.argmax([deformation(points[0], p) for p in points]))
+        tex = texture_parallax(texture[0], texture[moved], face_scale(points[0])) if moved else None
     fit_turn = abs(yaws[far] - yaws[frontal])
     return TurnMeasures(float(rel.max()), float(-rel.min()), fit, frontal, yaws, tex, fit_turn)
 
