@@ -88,7 +88,7 @@ class LivenessThresholds(BaseModel):
     # the same two frames (liveness_geometry.head_parallax: 0.3 sin(turn), the turn floored at min_turn_deg): a
     # small real turn shows a small parallax. 0 turns the exception off. Chosen by bench/liveness.py on the
     # stage clip's turns (a second person), the other thresholds fixed (README "Presentation attacks").
-    turn_parallax_ratio: float = Field(default=0.0, ge=0.0, le=2.0)
+    turn_parallax_ratio: float = Field(default=0.5, ge=0.0, le=2.0)
     # The face's texture (corners followed by optical flow, no model in the loop) off one homography by less
     # than this (median, eye-to-mouth distances) is a flat picture too; 0 turns the test off. Tuning: live
     # turns 0.11-0.16, most pictures under 0.02.

@@ -7,6 +7,7 @@ second one, show the interviewee turning his head to his right (towards the imag
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from services.common.errors import Unprocessable
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.client import EmbedderClient
 from services.embedder.geometry import similarity_transform
+from services.embedder.liveness import judge, measure_turn, track
 from services.embedder.pipeline import FacePipeline
 from services.tools.attacks import HEIGHT, WIDTH, Pose, portrait, read_clip, render_plane, rotation
 from tests.conftest import EMBEDDER_HEADERS
@@ -93,6 +95,33 @@ async def test_a_photo_turned_on_a_plane_is_a_presentation_attack(client: Embedd
         res = await client.liveness(frames, direction)
         assert res.verdict == LivenessVerdict.PRESENTATION_ATTACK, res.model_dump(exclude={"face"})
         assert res.failure == LivenessFailure.PLANAR_MOTION and res.face is None
+
+
+# The stage clip's smallest turn (see bench/liveness.py TURNS, "H"): the performer turns about 14 degrees to his
+# right between these frames; his nose's parallax is real but under the fixed limit's 0.064.
+SMALL_TURN_FRAMES = range(162, 173, 2)
+
+
+async def test_a_small_real_turn_passes_by_its_turn_scaled_parallax(
+    client: EmbedderClient, faces_dir: Path, pipeline: FacePipeline
+) -> None:
+    clip = read_clip(faces_dir / "live/stage_performance.mp4")
+    frames = [clip[i] for i in SMALL_TURN_FRAMES]
+    tracked = track(pipeline.landmarks, frames, pipeline.detector.detect(frames[0])[0], pipeline.detector.detect)
+    assert tracked is not None
+    m = measure_turn(tracked.points, TurnDirection.RIGHT, tracked.texture)
+    shipped = pipeline.settings.liveness
+    assert shipped.turn_parallax_ratio > 0, "the turn-scaled rule is on by default"
+    assert m.fit.planarity >= shipped.max_planarity and 10 < m.fit_turn < 20, m
+    # The fixed limit alone calls it a picture; the limit scaled to its measured turn does not.
+    off = shipped.model_copy(update={"turn_parallax_ratio": 0.0})
+    assert judge(m, off) == LivenessFailure.PLANAR_MOTION
+    assert judge(m, shipped) is None
+    res = await client.liveness([_jpeg(f) for f in frames], TurnDirection.RIGHT)
+    assert res.verdict == LivenessVerdict.LIVE, res.model_dump(exclude={"face"})
+    # The rule is not a way round the test: the same geometry with the parallax of a picture is still flat.
+    flat = replace(m, fit=replace(m.fit, parallax=0.01, planarity=0.9))
+    assert judge(flat, shipped) == LivenessFailure.PLANAR_MOTION
 
 
 async def test_another_person_at_the_end_is_face_changed(
