@@ -205,7 +205,7 @@ def test_texture_corners_in_the_face_box_are_the_whole_frames(
     rgb = interview[RIGHT_TURN_FRAMES[0]]
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     det: Detection = pipeline.detector.detect(rgb)[0]
-    points = pipeline.landmarks.predict(grey, box_from_mtcnn(det.box, det.landmarks)) + [shift, 0]
+    points = pipeline.landmarks.predict(grey, box_from_mtcnn(det.box, det.landmarks)) + np.array([shift, 0])
     ours, whole = _texture_points(grey, points), _corners_on_the_whole_frame(grey, points)
     assert len(whole) >= 40  # the outline crosses the frame's left or right edge where shift != 0
     assert shift == 0 or not 0 <= points[:, 0].min() <= points[:, 0].max() < grey.shape[1]
