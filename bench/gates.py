@@ -502,10 +502,11 @@ async def liveness_run(
         for protocol in ("plain", "challenge"):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
             fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
-            cpu0, decided0 = gl.cpu_seconds(stack), gl.server_decisions(stack)
+            parts0, decided0 = gl.cpu_by_part(stack), gl.server_decisions(stack)
             samples = await run_level(base, st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
             await asyncio.sleep(args.timeout)  # answers the client gave up on are still being decided
-            cpu, decided = gl.cpu_seconds(stack) - cpu0, gl.server_decisions(stack) - decided0
+            parts = {k: v - parts0.get(k, 0.0) for k, v in gl.cpu_by_part(stack).items()}
+            cpu, decided = sum(parts.values()), gl.server_decisions(stack) - decided0
             summary = summarise(samples, args.duration)
             per = cpu / max(decided, 1) * 1e3
             plain_cpu = per if protocol == "plain" else plain_cpu
@@ -516,6 +517,7 @@ async def liveness_run(
                 "cpu_s": cpu,
                 "server_decisions": decided,
                 "cpu_ms_per_decision": per,
+                "cpu_ms_per_decision_by_part": {k: v / max(decided, 1) * 1e3 for k, v in parts.items()},
                 "cpu_ratio": per / plain_cpu if plain_cpu else None,
                 "holds": summary["errors"] == 0 and summary["p99_ms"] <= args.p99_ms,
             }
@@ -523,8 +525,9 @@ async def liveness_run(
                 row["challenge_p99_ms"] = pct([s.challenge_ms for s in samples if s.challenge_ms is not None], 99)
             rows.append(row)
             print(
-                f"{n} gates {protocol}: p99 {summary['p99_ms']:.0f} ms, {per:.0f} CPU ms/decision, "
-                f"errors {summary['errors']} -> {'holds' if row['holds'] else 'does not hold'}",
+                f"{n} gates {protocol}: p99 {summary['p99_ms']:.0f} ms, {per:.0f} CPU ms/decision ("
+                + ", ".join(f"{k} {v:.0f}" for k, v in row["cpu_ms_per_decision_by_part"].items())
+                + f"), errors {summary['errors']} -> {'holds' if row['holds'] else 'does not hold'}",
                 flush=True,
             )
             await asyncio.sleep(2.0)
