@@ -320,15 +320,16 @@ async def run_level(
 
 async def cpu_level(
     stack: Stack, st: Setup, n: int, args: argparse.Namespace, fire: Fire
-) -> tuple[list[Sample], float, float]:
-    """One level (seed args.seed + n) with the CPU seconds of all services and Postgres it cost and the decisions
-    the gateway made meanwhile (`bench/gates_liveness.py`): (samples, cpu_s, server decisions)."""
+) -> tuple[list[Sample], dict[str, float], float]:
+    """One level (seed args.seed + n) with the CPU seconds each service and Postgres spent on it and the decisions
+    the gateway made meanwhile (`bench/gates_liveness.py`): (samples, cpu_s by part, server decisions)."""
     from bench import gates_liveness as gl
 
-    cpu0, decided0 = gl.cpu_seconds(stack), gl.server_decisions(stack)
+    parts0, decided0 = gl.cpu_by_part(stack), gl.server_decisions(stack)
     samples = await run_level(stack.url("gateway"), st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
     await asyncio.sleep(args.timeout)  # answers the client gave up on are still being decided
-    return samples, gl.cpu_seconds(stack) - cpu0, gl.server_decisions(stack) - decided0
+    parts = {k: v - parts0.get(k, 0.0) for k, v in gl.cpu_by_part(stack).items()}
+    return samples, parts, gl.server_decisions(stack) - decided0
 
 
 # -- where the time goes ---------------------------------------------------------------------------------------
@@ -537,7 +538,8 @@ async def liveness_run(
         for protocol in ("plain", "challenge"):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
             fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
-            samples, cpu, decided = await cpu_level(stack, st, n, args, fire)
+            samples, parts, decided = await cpu_level(stack, st, n, args, fire)
+            cpu = sum(parts.values())
             summary = summarise(samples, args.duration)
             per = cpu / max(decided, 1) * 1e3
             plain_cpu = per if protocol == "plain" else plain_cpu
@@ -548,6 +550,7 @@ async def liveness_run(
                 "cpu_s": cpu,
                 "server_decisions": decided,
                 "cpu_ms_per_decision": per,
+                "cpu_ms_per_decision_by_part": {k: v / max(decided, 1) * 1e3 for k, v in parts.items()},
                 "cpu_ratio": per / plain_cpu if plain_cpu else None,
                 "holds": summary["errors"] == 0 and summary["p99_ms"] <= args.p99_ms,
             }
@@ -555,8 +558,9 @@ async def liveness_run(
                 row["challenge_p99_ms"] = pct([s.challenge_ms for s in samples if s.challenge_ms is not None], 99)
             rows.append(row)
             print(
-                f"{n} gates {protocol}: p99 {summary['p99_ms']:.0f} ms, {per:.0f} CPU ms/decision, "
-                f"errors {summary['errors']} -> {'holds' if row['holds'] else 'does not hold'}",
+                f"{n} gates {protocol}: p99 {summary['p99_ms']:.0f} ms, {per:.0f} CPU ms/decision ("
+                + ", ".join(f"{k} {v:.0f}" for k, v in row["cpu_ms_per_decision_by_part"].items())
+                + f"), errors {summary['errors']} -> {'holds' if row['holds'] else 'does not hold'}",
                 flush=True,
             )
             await asyncio.sleep(2.0)

@@ -96,7 +96,8 @@ async def compare_run(
         today_cpu = None
         for name, (st, templates) in settings.items():
             fire = gates.plain_fire(st, n, args.mode, args.timeout)
-            samples, cpu, decided = await gates.cpu_level(stack, st, n, args, fire)
+            samples, parts, decided = await gates.cpu_level(stack, st, n, args, fire)
+            cpu = sum(parts.values())
             summary = gates.summarise(samples, args.duration)
             per = cpu / max(decided, 1) * 1e3
             today_cpu = per if name == "today" else today_cpu

@@ -88,19 +88,21 @@ async def set_liveness(base: str, org_token: str, event_id: str, mode: str) -> N
         r.raise_for_status()
 
 
-def cpu_seconds(stack: Stack) -> float:
-    """User + system CPU of the three services and of Postgres (its postmaster and backends) so far."""
-    procs = [psutil.Process(p.pid) for p in stack.procs.values()]
+def cpu_by_part(stack: Stack) -> dict[str, float]:
+    """User + system CPU so far of each service and of Postgres (its postmaster and backends), in seconds."""
+    parts = {name: [psutil.Process(p.pid)] for name, p in stack.procs.items()}
     pg = psutil.Process(stack._pg.get_pid())  # the stack's own Postgres
-    procs += [pg, *pg.children(recursive=True)]
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue  # a backend that ended: its CPU is lost to both levels alike
-    return total
+    parts["postgres"] = [pg, *pg.children(recursive=True)]
+    out: dict[str, float] = {}
+    for name, procs in parts.items():
+        out[name] = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                out[name] += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue  # a backend that ended: its CPU is lost to both levels alike
+    return out
 
 
 def server_decisions(stack: Stack) -> float:

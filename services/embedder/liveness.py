@@ -49,6 +49,7 @@ from services.embedder.settings import LivenessThresholds
 # lost: the predictor always returns 68 points, even on a wall, so the track itself must look sane.
 MAX_SCALE_JUMP = 1.5
 TEXTURE_POINTS = 100  # corners of the face's texture followed through the burst
+CORNER_BORDER = 4  # px around the face's outline that the corner measure reads (2) and compares (1) beyond it
 MIN_FLOWED = 20  # of the 68 points, followed by optical flow
 MAX_FLOW_DISAGREEMENT = 0.35  # predictor vs flow, in eye-to-mouth distances
 REFINE_STEPS = 3  # predictor passes on the detected frame: MTCNN's box is only a first guess of dlib's
@@ -117,10 +118,20 @@ def _texture_points(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Corners inside the face's outline (the convex hull of its 68 points): the skin's own texture, followed
     by optical flow with no model in the loop (the predictor, trained on heads, can draw a foreshortened
     print's landmarks as a turned head's)."""
-    mask = np.zeros_like(grey)
-    cv2.fillConvexPoly(mask, cv2.convexHull(points.astype(np.int32)), 255)
-    corners = cv2.goodFeaturesToTrack(grey, TEXTURE_POINTS, 0.01, 3, mask=mask)
-    return np.zeros((0, 2)) if corners is None else corners.reshape(-1, 2).astype(np.float64)
+    hull = cv2.convexHull(points.astype(np.int32))
+    # Only the hull's bounding box (and a border for the corner measure's 3x3 gradient, 3x3 window and 3x3
+    # maximum) is searched: the same corners as on the whole frame, for a tenth of the pixels.
+    x, y, w, h = cv2.boundingRect(hull)
+    x0, y0 = max(x - CORNER_BORDER, 0), max(y - CORNER_BORDER, 0)
+    crop = grey[y0 : y + h + CORNER_BORDER, x0 : x + w + CORNER_BORDER]
+    if crop.size == 0:
+        return np.zeros((0, 2))
+    mask = np.zeros_like(crop)
+    cv2.fillConvexPoly(mask, hull - np.array([x0, y0], np.int32), 255)
+    corners = cv2.goodFeaturesToTrack(crop, TEXTURE_POINTS, 0.01, 3, mask=mask)
+    if corners is None:
+        return np.zeros((0, 2))
+    return corners.reshape(-1, 2).astype(np.float64) + np.array([x0, y0], np.float64)
 
 
 @dataclass(frozen=True)
@@ -268,14 +279,25 @@ def same_face_limit(pipeline: FacePipeline) -> float:
     return cal.verify_threshold(rules.same_face_fmr) if cal is not None else pipeline.descriptor.verify_threshold
 
 
+async def _decode_and_detect(pipeline: FacePipeline, frames: list[bytes]) -> tuple[list[np.ndarray], list[Detection]]:
+    """Every frame decoded, and MTCNN on the first: the detection starts as soon as the first frame is decoded,
+    while the others decode, so the burst's answer does not wait for both in turn."""
+    first = (await pipeline.adecode(frames[0])).rgb
+    detecting = asyncio.ensure_future(pipeline.adetect(first))
+    try:
+        rest = [im.rgb for im in await asyncio.gather(*(pipeline.adecode(data) for data in frames[1:]))]
+        if any(rgb.shape != first.shape for rgb in rest):
+            raise FramesDiffer("the frames of a burst must all have the same size (one camera)")
+    except BaseException:
+        detecting.cancel()  # the batcher skips a cancelled caller's frame
+        raise
+    return [first, *rest], await detecting
+
+
 async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: TurnDirection) -> LivenessResponse:
     """Decode, detect once, track, judge, and embed what the decision needs."""
     rules = pipeline.settings.liveness
-    images = [await pipeline.adecode(data) for data in frames]
-    shapes = {im.rgb.shape for im in images}
-    if len(shapes) > 1:
-        raise FramesDiffer("the frames of a burst must all have the same size (one camera)")
-    rgbs = [im.rgb for im in images]
+    rgbs, dets = await _decode_and_detect(pipeline, frames)
 
     def respond(
         failure: LivenessFailure | None,
@@ -294,7 +316,6 @@ async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: Tu
             face_distance=None if dist is None else round(dist, 4),
         )
 
-    dets = await pipeline.adetect(rgbs[0])
     reasons = image_reasons(dets, pipeline.settings.gate)
     if QualityReason.NO_FACE in reasons:
         return respond(LivenessFailure.NO_FACE)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from services.common.errors import ServiceUnavailable
@@ -97,6 +98,10 @@ class FacePipeline:
             self.state = "loading"
             t0 = time.perf_counter()
             gpus = configure_tensorflow(intra_op_threads=s.threads, inter_op_threads=s.inter_op_threads)
+            # OpenCV's own pool (one thread a core) splits small jobs (a burst's optical flow, a chip's warp)
+            # that concurrent requests already spread over the cores; its hand-offs cost CPU: a burst's
+            # tracking took 47 ms of CPU with the pool, 38 without (services/embedder/README.md "Liveness").
+            cv2.setNumThreads(1)
             self.detector.device = pick_device(s.device).lstrip("/")
             self.detector.load()
             self.model.load()

@@ -20,8 +20,10 @@ from PIL import Image
 from services.common.errors import Unprocessable
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.client import EmbedderClient
+from services.embedder.detector import Detection
 from services.embedder.geometry import similarity_transform
-from services.embedder.liveness import judge, measure_turn, track
+from services.embedder.landmarks import box_from_mtcnn
+from services.embedder.liveness import TEXTURE_POINTS, _texture_points, judge, measure_turn, track
 from services.embedder.pipeline import FacePipeline
 from services.tools.attacks import HEIGHT, WIDTH, Pose, portrait, read_clip, render_plane, rotation
 from tests.conftest import EMBEDDER_HEADERS
@@ -213,3 +215,26 @@ async def test_client_maps_errors(client: EmbedderClient, right_turn: list[bytes
     with pytest.raises(Unprocessable) as err:
         await client.liveness(right_turn[:2], TurnDirection.LEFT)
     assert err.value.error_code == "too_few_frames"
+
+
+def _corners_on_the_whole_frame(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
+    mask = np.zeros_like(grey)
+    cv2.fillConvexPoly(mask, cv2.convexHull(points.astype(np.int32)), 255)
+    corners = cv2.goodFeaturesToTrack(grey, TEXTURE_POINTS, 0.01, 3, mask=mask)
+    return np.zeros((0, 2)) if corners is None else corners.reshape(-1, 2).astype(np.float64)
+
+
+@pytest.mark.parametrize("shift", [0, -130, 180])
+def test_texture_corners_in_the_face_box_are_the_whole_frames(
+    pipeline: FacePipeline, interview: list[np.ndarray], shift: int
+) -> None:
+    """The texture corners are searched in the face outline's bounding box only (for CPU): they must be the
+    corners a search of the whole frame finds, also where the outline crosses the frame's edge."""
+    rgb = interview[RIGHT_TURN_FRAMES[0]]
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    det: Detection = pipeline.detector.detect(rgb)[0]
+    points = pipeline.landmarks.predict(grey, box_from_mtcnn(det.box, det.landmarks)) + np.array([shift, 0])
+    ours, whole = _texture_points(grey, points), _corners_on_the_whole_frame(grey, points)
+    assert len(whole) >= 40  # the outline crosses the frame's left or right edge where shift != 0
+    assert shift == 0 or not 0 <= points[:, 0].min() <= points[:, 0].max() < grey.shape[1]
+    np.testing.assert_array_equal(ours, whole)

@@ -197,3 +197,28 @@ def test_batched_detection_equals_single(pipeline: FacePipeline, faces_dir: Path
         for a, b in zip(alone, batched, strict=True):
             assert np.abs(a.box - b.box).max() < 1.0 and np.abs(a.landmarks - b.landmarks).max() < 1.0
             assert abs(a.score - b.score) < 1e-3
+
+
+def test_float32_inputs_give_mtcnns_own_detections(
+    pipeline: FacePipeline, faces_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector hands MTCNN one float32 tensor (for speed); its boxes, points and scores must be those of
+    mtcnn's own float64 path, on single photos, a group photo and a batch."""
+    import mtcnn.mtcnn as entry
+    from mtcnn.utils.images import standarize_batch
+
+    assert getattr(entry.standarize_batch, "facegate_float32", False), "the float32 inputs are not installed"
+    frames = [
+        pipeline.decode((faces_dir / path).read_bytes()).rgb
+        for path in ("dev/George_W_Bush/1.jpg", "dev/Tony_Blair/2.jpg", "group/1.jpg")
+    ]
+    fast = [pipeline.detector.detect(f) for f in frames] + pipeline.detector.detect_many(frames[:2])
+    monkeypatch.setattr(entry, "standarize_batch", standarize_batch)
+    own = [pipeline.detector.detect(f) for f in frames] + pipeline.detector.detect_many(frames[:2])
+    assert sum(len(d) for d in own) >= 6  # the group photo has several faces
+    for a, b in zip(fast, own, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x.box, y.box, atol=1e-3)
+            np.testing.assert_allclose(x.landmarks, y.landmarks, atol=1e-3)
+            assert abs(x.score - y.score) < 1e-6
