@@ -56,7 +56,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.report import write_json  # noqa: E402
+from bench.report import md_table, write_json  # noqa: E402
 from services.stack import Stack, free_port  # noqa: E402
 
 FRAME_W, FRAME_H = 640, 480
@@ -319,17 +319,30 @@ async def run_level(
 
 
 async def cpu_level(
-    stack: Stack, st: Setup, n: int, args: argparse.Namespace, fire: Fire
-) -> tuple[list[Sample], dict[str, float], float]:
-    """One level (seed args.seed + n) with the CPU seconds each service and Postgres spent on it and the decisions
-    the gateway made meanwhile (`bench/gates_liveness.py`): (samples, cpu_s by part, server decisions)."""
+    stack: Stack, st: Setup, n: int, args: argparse.Namespace, fire: Fire, baseline_ms: float | None
+) -> tuple[list[Sample], dict[str, Any]]:
+    """One level (seed args.seed + n) and its row: latency summary, the CPU each service and Postgres spent on it
+    per decision the gateway made meanwhile (`bench/gates_liveness.py`: a decision whose answer the client gave up
+    on still cost its CPU), the ratio to `baseline_ms`, and whether it holds p99 with no errors."""
     from bench import gates_liveness as gl
 
     parts0, decided0 = gl.cpu_by_part(stack), gl.server_decisions(stack)
     samples = await run_level(stack.url("gateway"), st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
     await asyncio.sleep(args.timeout)  # answers the client gave up on are still being decided
     parts = {k: v - parts0.get(k, 0.0) for k, v in gl.cpu_by_part(stack).items()}
-    return samples, parts, gl.server_decisions(stack) - decided0
+    decided = max(gl.server_decisions(stack) - decided0, 1)
+    summary = summarise(samples, args.duration)
+    per = sum(parts.values()) / decided * 1e3
+    return samples, {
+        "gates": n,
+        "summary": summary,
+        "cpu_s": sum(parts.values()),
+        "server_decisions": decided,
+        "cpu_ms_per_decision": per,
+        "cpu_ms_per_decision_by_part": {k: v / decided * 1e3 for k, v in parts.items()},
+        "cpu_ratio": per / baseline_ms if baseline_ms else None,
+        "holds": summary["errors"] == 0 and summary["p99_ms"] <= args.p99_ms,
+    }
 
 
 # -- where the time goes ---------------------------------------------------------------------------------------
@@ -391,11 +404,7 @@ def summarise(samples: list[Sample], duration: float) -> dict[str, Any]:
 
 
 def table(levels: list[dict[str, Any]]) -> str:
-    rows = [
-        "| gates | mode | frames | decisions/s | p50 ms | p95 ms | p99 ms | gateway p50 ms | errors | decisions "
-        "| holds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for lv in levels:
         for i, (mode, s) in enumerate(lv["modes"].items()):
             holds = ("yes" if lv["holds"] else "no") if i == 0 else ""  # first row: all frames of the level
@@ -404,10 +413,19 @@ def table(levels: list[dict[str, Any]]) -> str:
                 f" ({', '.join(f'{k}: {v}' for k, v in s['errors_by'].items())})" if s["errors"] else ""
             )
             rows.append(
-                f"| {lv['gates']} | {mode} | {s['sent']} | {s['decisions_per_s']:.2f} | {s['p50_ms']:.0f} | "
-                f"{s['p95_ms']:.0f} | {s['p99_ms']:.0f} | {s['server_p50_ms']:.0f} | {errs} | {reasons} | {holds} |"
+                [
+                    lv["gates"],
+                    mode,
+                    s["sent"],
+                    f"{s['decisions_per_s']:.2f}",
+                    *(f"{s[k]:.0f}" for k in ("p50_ms", "p95_ms", "p99_ms", "server_p50_ms")),
+                    errs,
+                    reasons,
+                    holds,
+                ]
             )
-    return "\n".join(rows)
+    header = ["gates", "mode", "frames", "decisions/s", "p50 ms", "p95 ms", "p99 ms", "gateway p50 ms", "errors"]
+    return md_table([*header, "decisions", "holds"], rows)
 
 
 def where_time_goes(levels: list[dict[str, Any]]) -> str:
@@ -538,22 +556,10 @@ async def liveness_run(
         for protocol in ("plain", "challenge"):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
             fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
-            samples, parts, decided = await cpu_level(stack, st, n, args, fire)
-            cpu = sum(parts.values())
-            summary = summarise(samples, args.duration)
-            per = cpu / max(decided, 1) * 1e3
+            samples, row = await cpu_level(stack, st, n, args, fire, plain_cpu)
+            row["protocol"] = protocol
+            summary, per = row["summary"], row["cpu_ms_per_decision"]
             plain_cpu = per if protocol == "plain" else plain_cpu
-            row = {
-                "gates": n,
-                "protocol": protocol,
-                "summary": summary,
-                "cpu_s": cpu,
-                "server_decisions": decided,
-                "cpu_ms_per_decision": per,
-                "cpu_ms_per_decision_by_part": {k: v / max(decided, 1) * 1e3 for k, v in parts.items()},
-                "cpu_ratio": per / plain_cpu if plain_cpu else None,
-                "holds": summary["errors"] == 0 and summary["p99_ms"] <= args.p99_ms,
-            }
             if protocol == "challenge":
                 row["challenge_p99_ms"] = pct([s.challenge_ms for s in samples if s.challenge_ms is not None], 99)
             rows.append(row)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gates
+from bench.report import md_table
 from services.stack import Stack
 
 CPU_RISE_MAX = 1.30  # issue 16: mean CPU per decision rises by at most 30%
@@ -47,20 +48,26 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare_table(rows: list[dict[str, Any]]) -> str:
-    out = [
-        "| gates | setting | templates each | frames | decisions/s | p50 ms | p95 ms | p99 ms | CPU ms per decision "
-        "| x today | errors | holds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    header = ["gates", "setting", "templates each", "frames", "decisions/s", "p50 ms", "p95 ms", "p99 ms"]
+    header += ["CPU ms per decision", "x today", "errors", "holds"]
+    cells = []
     for r in rows:
         s = r["summary"]
-        ratio = f"{r['cpu_ratio']:.2f}" if r.get("cpu_ratio") else "1.00"
-        out.append(
-            f"| {r['gates']} | {r['setting']} | {r['templates_each']} | {s['sent']} | {s['decisions_per_s']:.2f} "
-            f"| {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['p99_ms']:.0f} | {r['cpu_ms_per_decision']:.0f} | {ratio} "
-            f"| {s['errors']} | {'yes' if r['holds'] else 'no'} |"
+        cells.append(
+            [
+                r["gates"],
+                r["setting"],
+                r["templates_each"],
+                s["sent"],
+                f"{s['decisions_per_s']:.2f}",
+                *(f"{s[k]:.0f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
+                f"{r['cpu_ms_per_decision']:.0f}",
+                f"{r.get('cpu_ratio') or 1.0:.2f}",
+                s["errors"],
+                "yes" if r["holds"] else "no",
+            ]
         )
-    return "\n".join(out)
+    return md_table(header, cells)
 
 
 async def compare_run(
@@ -96,22 +103,10 @@ async def compare_run(
         today_cpu = None
         for name, (st, templates) in settings.items():
             fire = gates.plain_fire(st, n, args.mode, args.timeout)
-            samples, parts, decided = await gates.cpu_level(stack, st, n, args, fire)
-            cpu = sum(parts.values())
-            summary = gates.summarise(samples, args.duration)
-            per = cpu / max(decided, 1) * 1e3
+            _, row = await gates.cpu_level(stack, st, n, args, fire, today_cpu)
+            row |= {"setting": name, "templates_each": templates}
+            summary, per = row["summary"], row["cpu_ms_per_decision"]
             today_cpu = per if name == "today" else today_cpu
-            row = {
-                "gates": n,
-                "setting": name,
-                "templates_each": templates,
-                "summary": summary,
-                "cpu_s": cpu,
-                "server_decisions": decided,
-                "cpu_ms_per_decision": per,
-                "cpu_ratio": per / today_cpu if today_cpu else None,
-                "holds": summary["errors"] == 0 and summary["p99_ms"] <= args.p99_ms,
-            }
             rows.append(row)
             print(
                 f"{n} gates {name}: {summary['decisions_per_s']:.2f} decisions/s, p99 {summary['p99_ms']:.0f} ms, "

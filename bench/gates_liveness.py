@@ -24,6 +24,7 @@ import numpy as np
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.report import md_table
 from services.stack import Stack
 from services.tools import headturn
 
@@ -164,18 +165,25 @@ def plan_burst(rng: random.Random, mode: str, bursts: dict[str, list[BurstSet]])
 
 
 def cpu_table(rows: list[dict[str, Any]]) -> str:
-    out = [
-        "| gates | decisions | decisions/s | p50 ms | p99 ms (after the burst) | challenge p99 ms "
-        "| CPU ms per decision | x plain | errors | decisions by reason | holds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    header = ["gates", "decisions", "decisions/s", "p50 ms", "p99 ms (after the burst)", "challenge p99 ms"]
+    header += ["CPU ms per decision", "x plain", "errors", "decisions by reason", "holds"]
+    cells = []
     for r in rows:
         s = r["summary"]
-        ratio = f"{r['cpu_ratio']:.2f}" if r.get("cpu_ratio") else "1.00"
         reasons = ", ".join(f"{k} {v}" for k, v in s["by_reason"].items())
-        out.append(
-            f"| {r['gates']} {r['protocol']} | {s['decisions']} | {s['decisions_per_s']:.2f} | {s['p50_ms']:.0f} | "
-            f"{s['p99_ms']:.0f} | {r.get('challenge_p99_ms', float('nan')):.0f} | {r['cpu_ms_per_decision']:.0f} "
-            f"| {ratio} | {s['errors']} | {reasons} | {'yes' if r['holds'] else 'no'} |"
+        cells.append(
+            [
+                f"{r['gates']} {r['protocol']}",
+                s["decisions"],
+                f"{s['decisions_per_s']:.2f}",
+                f"{s['p50_ms']:.0f}",
+                f"{s['p99_ms']:.0f}",
+                f"{r.get('challenge_p99_ms', float('nan')):.0f}",
+                f"{r['cpu_ms_per_decision']:.0f}",
+                f"{r.get('cpu_ratio') or 1.0:.2f}",
+                s["errors"],
+                reasons,
+                "yes" if r["holds"] else "no",
+            ]
         )
-    return "\n".join(out)
+    return md_table(header, cells)
