@@ -46,7 +46,8 @@ def _float32_inputs() -> None:
     mtcnn 1.0 normalises to float64 and every pyramid level's resize and every RNet/ONet patch crop converts
     that array to a tensor again: a third of detection's time went to those copies (py-spy over a gate load).
     (x - 127.5) / 128 of a uint8 is exact in float32, and the resize and crop ops compute in float32 either way,
-    so the boxes, points and scores are the same (checked: tests/embedder/test_detector.py).
+    so the boxes, points and scores are the same (checked against its own path: tests/embedder/test_pipeline.py;
+    mtcnn is pinned to 1.0.0, whose module-level name this replaces).
     """
     import mtcnn.mtcnn as entry
     import tensorflow as tf

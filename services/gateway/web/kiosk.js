@@ -244,7 +244,9 @@ function showGuide(direction) {
   guide.dataset.direction = direction;
   $("guide-arrow").textContent = direction === "left" ? "\u2190" : "\u2192";
   guide.hidden = false;
-  status(`Turn your head slightly to your ${direction}`);
+  // "Clearly", not "slightly": small real turns are where the check refuses live heads (README "Presentation
+  // attacks"), and a turn past three-quarter view loses the landmarks.
+  status(`Turn your head clearly to your ${direction}, not all the way`);
 }
 
 function hideGuide() {
