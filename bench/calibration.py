@@ -171,7 +171,7 @@ async def run_size(
             counts["wrong_person"] += Rate(int(admitted and not right), 1)
         else:
             counts["fpir"] += Rate(int(admitted), 1)
-        # a stranger's ticket is drawn per photo, not not in the order the answers come back
+        # a stranger's ticket is drawn per photo, not in the order the answers come back
         ticket = tickets[person] if is_mated else random.Random(f"{seed}:{frame}").choice(all_tickets)
         r = await gate.post("/v1/gate/verify", data={"ticket_code": ticket}, files=post_frame(frame))
         admitted = r.json().get("decision") == "admit"
