@@ -318,8 +318,43 @@ async def run_level(
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
+async def run_kiosk_level(
+    base: str, setup: Setup, n: int, duration: float, timeout: float, seed: int, fire: Fire, pause: float
+) -> list[Sample]:
+    """Closed loop, as a kiosk runs: each gate starts its next decision only when its previous one is answered
+    (and `pause` s later: the result on screen, the person walking through), from a random phase, until
+    `duration` s have passed. A challenge gate cannot do more: its burst takes a capture of CAPTURE_S."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+    clients = [
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {t}"}, timeout=timeout)
+        for t in setup.gate_tokens[:n]
+    ]
+    samples: list[Sample] = []
+
+    async def gate(i: int) -> None:
+        rng = random.Random(seed * 1000 + i)
+        at = start + rng.uniform(0.0, 1.0)  # gates are not synchronised
+        while at < start + duration:
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            samples.append(await fire(clients[i], rng, at))
+            at = loop.time() + pause
+
+    try:
+        await asyncio.gather(*(gate(i) for i in range(n)))
+        return samples
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
 async def cpu_level(
-    stack: Stack, st: Setup, n: int, args: argparse.Namespace, fire: Fire, baseline_ms: float | None
+    stack: Stack,
+    st: Setup,
+    n: int,
+    args: argparse.Namespace,
+    fire: Fire,
+    baseline_ms: float | None,
+    kiosk_pace: bool = False,
 ) -> tuple[list[Sample], dict[str, Any]]:
     """One level (seed args.seed + n) and its row: latency summary, the CPU each service and Postgres spent on it
     per decision the gateway made meanwhile (`bench/gates_liveness.py`: a decision whose answer the client gave up
@@ -327,7 +362,11 @@ async def cpu_level(
     from bench import gates_liveness as gl
 
     parts0, decided0 = gl.cpu_by_part(stack), gl.server_decisions(stack)
-    samples = await run_level(stack.url("gateway"), st, n, args.rate, args.duration, args.timeout, args.seed + n, fire)
+    base, seed = stack.url("gateway"), args.seed + n
+    if kiosk_pace:
+        samples = await run_kiosk_level(base, st, n, args.duration, args.timeout, seed, fire, args.pause)
+    else:
+        samples = await run_level(base, st, n, args.rate, args.duration, args.timeout, seed, fire)
     await asyncio.sleep(args.timeout)  # answers the client gave up on are still being decided
     parts = {k: v - parts0.get(k, 0.0) for k, v in gl.cpu_by_part(stack).items()}
     decided = max(gl.server_decisions(stack) - decided0, 1)
@@ -556,8 +595,10 @@ async def liveness_run(
         for protocol in ("plain", "challenge"):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
             fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
-            samples, row = await cpu_level(stack, st, n, args, fire, plain_cpu)
+            kiosk = protocol == "challenge" and args.pace == "kiosk"
+            samples, row = await cpu_level(stack, st, n, args, fire, plain_cpu, kiosk_pace=kiosk)
             row["protocol"] = protocol
+            row["pace"] = "kiosk" if kiosk else f"{args.rate:g}/s"
             summary, per = row["summary"], row["cpu_ms_per_decision"]
             plain_cpu = per if protocol == "plain" else plain_cpu
             if protocol == "challenge":
@@ -605,6 +646,14 @@ def main() -> None:
         help="per gate count, today's setting (one photo, one template each) then the chosen one (two photos: "
         "best-of + mean), in two events of the same stack",
     )
+    p.add_argument(
+        "--pace",
+        choices=("open", "kiosk"),
+        default="open",
+        help="--liveness: challenge gates on the open-loop --rate schedule (default; at 1/s a gate's bursts overlap, "
+        "which no kiosk can do), or closed loop: each gate's next challenge when its last decision is answered",
+    )
+    p.add_argument("--pause", type=float, default=0.0, help="--pace kiosk: seconds between an answer and the next")
     args = p.parse_args()
     if args.liveness and args.compare:
         raise SystemExit("--liveness or --compare, not both")

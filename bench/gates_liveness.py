@@ -173,7 +173,7 @@ def cpu_table(rows: list[dict[str, Any]]) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in s["by_reason"].items())
         cells.append(
             [
-                f"{r['gates']} {r['protocol']}",
+                f"{r['gates']} {r['protocol']} ({r.get('pace', 'open')})",
                 s["decisions"],
                 f"{s['decisions_per_s']:.2f}",
                 f"{s['p50_ms']:.0f}",

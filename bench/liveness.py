@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -50,7 +51,15 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import write_json  # noqa: E402
 from services.contracts.liveness import LivenessVerdict, TurnDirection  # noqa: E402
-from services.embedder.liveness import TurnMeasures, check_burst, judge, measure_turn, track  # noqa: E402
+from services.embedder.liveness import (  # noqa: E402
+    TurnMeasures,
+    check_burst,
+    judge,
+    measure_turn,
+    settle,
+    track,
+)
+from services.embedder.liveness_geometry import face_scale, yaw_degrees  # noqa: E402
 from services.embedder.pipeline import FacePipeline  # noqa: E402
 from services.embedder.quality import image_reasons  # noqa: E402
 from services.embedder.settings import LivenessThresholds  # noqa: E402
@@ -71,37 +80,123 @@ TURNS = [
     ("G", "stage", 135, 160, TurnDirection.LEFT),  # -49 -> +24: near profile right through frontal to the left
     ("H", "stage", 160, 170, TurnDirection.RIGHT),  # +24 -> +4: back towards the camera
     ("I", "stage", 180, 208, TurnDirection.RIGHT),  # +3 -> -36: frontal to three-quarter right, slowly
-    # webcam (a third person at a laptop camera, 10 fps, 400x220, faces ~38 px eye to mouth; not in ../shared/faces:
-    # see THIRD_PERSON). Added in session 7 with every threshold shipped, cut before any check ran by a rule fixed
-    # first: the raw yaw trace (MTCNN + predictor per frame) without the frames whose eye-to-mouth distance is under
-    # 75% of the clip's median (frames 35-42: the head tipped back, out of the detector's reach at 37-40), then
-    # zig-zag turning points with a 12-degree reversal (min_turn_deg), each turn from one turning point (or a run's
-    # end) to the next, kept if it spans 12 degrees or more.
-    ("J", "webcam", 0, 10, TurnDirection.LEFT),  # -22 -> +52: quick, through frontal
-    ("K", "webcam", 10, 24, TurnDirection.RIGHT),  # +52 -> -58: through frontal to near profile
-    ("L", "webcam", 24, 30, TurnDirection.LEFT),  # -58 -> -14: back towards the camera
-    ("M", "webcam", 54, 67, TurnDirection.RIGHT),  # -13 -> -28: slow and small
-    ("N", "webcam", 67, 78, TurnDirection.LEFT),  # -28 -> +10: through frontal
-    ("O", "webcam", 78, 87, TurnDirection.RIGHT),  # +10 -> -30: the clip's last frame
+    # Clips outside ../shared/faces (EXTRA_CLIPS), added in session 7 with every threshold shipped. Their turns
+    # were cut before any check ran on them by `cut_turns` (a rule fixed first; the webcam clip's by hand by the
+    # same rule, which the code reproduces): (first, last, direction) as it printed them. Turns longer than a burst
+    # can span (windows: 27 frames) give no bursts.
+    *(
+        (f"{clip}:{a}-{b}", clip, a, b, TurnDirection(d))
+        for clip, cut in {
+            # a person at a laptop webcam (10 fps, 400x220, ~38 px eye to mouth): the THIRD person, measured once at
+            # the second pass's setting (26 of 90 refused), since then material of the third pass
+            "webcam": "0-10 left, 10-24 right, 24-30 left, 54-67 right, 67-78 left, 78-87 right",
+            # the new people: measured once, after the third pass was chosen
+            "glasses": "26-50 left, 50-82 right, 82-83 left, 83-90 right, 90-93 left, 93-95 right, 95-167 left, "
+            "167-180 right",
+            "expressions": "0-22 right, 22-49 left, 49-84 right, 84-157 left, 157-212 right, 212-261 left, "
+            "261-312 right, 312-346 left",
+            "headshake": "0-11 left, 11-37 right, 37-62 left, 62-90 right, 90-154 left, 154-185 right, "
+            "185-217 left, 217-237 right, 237-297 left, 297-328 right, 328-353 left, 353-392 right",
+            "office": "19-36 left, 36-46 right, 46-51 left, 51-57 right, 57-69 left, 69-79 right, 79-88 left, "
+            "100-108 right, 108-116 left, 116-144 right, 144-149 left",
+            "tv": "3-71 left, 71-103 right, 103-123 left, 123-142 right, 142-161 left, 161-191 right",
+        }.items()
+        for part in cut.split(", ")
+        for span, d in [part.split(" ")]
+        for a, b in [map(int, span.split("-"))]
+    ),
 ]
 TUNING_TURNS = {"B"}
 
 
-# The third person: `sample.gif` of github.com/shenasa-ai/head-pose-estimation (a person at a laptop webcam turning
-# and tipping her head; the repository states no licence: measurement only, never committed). It is not in
-# ../shared/faces: `--third-person PATH` (default: live/webcam_head_turns.gif under --faces); absent, its rows are
-# skipped. Its yaw/pitch text overlay sits in the top-left corner, away from the face.
-THIRD_PERSON = Path("live") / "webcam_head_turns.gif"
-SPLITS = ("tuning", "held_back", "second_person", "third_person")
+# Real video of six more people, not in ../shared/faces (public GitHub repositories; measurement only, never
+# committed or redistributed: several are for non-commercial use or state no licence). `--extra DIR` holds them
+# under these names (default: live/extra/ under --faces); an absent one is skipped, and so are its rows. Sources
+# (repository, path, commit; licence): README "Presentation attacks".
+EXTRA_CLIPS = {
+    "webcam": "webcam_head_turns.gif",  # shenasa-ai/head-pose-estimation sample.gif (text overlay in a corner)
+    "glasses": "liveportrait_d12_selfie_man_glasses.mp4",  # KwaiVGI/LivePortrait assets/examples/driving/d12.mp4
+    "expressions": "liveportrait_d3_woman_expressions.mp4",  # KwaiVGI/LivePortrait .../driving/d3.mp4
+    "headshake": "zulkhuu_selfie_man_headshake.mp4",  # Zulkhuu/head-gesture-recogniton 1.no_motion_resize.mp4
+    "office": "clmframework_tadas_webcam_video14.wmv",  # TadasBaltrusaitis/CLM-framework videos/Video 14.wmv
+    "tv": "clmframework_ytf_bill_gates_interview.avi",  # TadasBaltrusaitis/CLM-framework 0490_03_007_bill_gates
+}
+SPLITS = ("tuning", "held_back", "second_person", "third_person", "new_people")
+
+
+def yaw_trace(pipe: FacePipeline, clip: list[np.ndarray]) -> tuple[list[float | None], list[float | None]]:
+    """Per frame: the yaw and the eye-to-mouth distance of the largest face (MTCNN, then the predictor settled on
+    it, as the check's first frame), None where no face is found."""
+    yaws: list[float | None] = []
+    scales: list[float | None] = []
+    for rgb in clip:
+        dets = pipe.detector.detect(rgb)
+        if not dets:
+            yaws.append(None)
+            scales.append(None)
+            continue
+        points = settle(pipe.landmarks, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dets[0])
+        yaws.append(yaw_degrees(points))
+        scales.append(face_scale(points))
+    return yaws, scales
+
+
+def cut_turns(
+    yaws: Sequence[float | None], scales: Sequence[float | None], reversal: float = 12.0, min_scale: float = 0.75
+) -> list[tuple[int, int, TurnDirection]]:
+    """Head turns from a yaw trace, by a rule fixed before any check ran on a new clip (session 7):
+    frames without a face, or whose eye-to-mouth distance is under `min_scale` of the clip's median (a head
+    tipped back or down: its yaw reading is not a yaw), split the clip into runs; in each run, zig-zag turning
+    points with a `reversal`-degree reversal (the first one where the run first spans `reversal`); a turn goes
+    from one turning point to the next (the last to the run's final extreme) and is kept if it spans `reversal`
+    degrees. Rising yaw is a turn to the person's left."""
+    known = [s for s in scales if s is not None]
+    floor = min_scale * float(np.median(known)) if known else math.inf
+    ok = [y is not None and s is not None and s >= floor for y, s in zip(yaws, scales, strict=True)]
+    turns: list[tuple[int, int, TurnDirection]] = []
+    i = 0
+    while i < len(yaws):
+        if not ok[i]:
+            i += 1
+            continue
+        end = i
+        while end + 1 < len(yaws) and ok[end + 1]:
+            end += 1
+        y = [float(v) if v is not None else 0.0 for v in yaws]
+        pivots: list[int] = []
+        hi = lo = ext = i
+        trend = 0
+        for k in range(i + 1, end + 1):
+            if trend == 0:
+                hi = k if y[k] > y[hi] else hi
+                lo = k if y[k] < y[lo] else lo
+                if y[hi] - y[lo] >= reversal:
+                    pivots.append(min(hi, lo))
+                    ext, trend = max(hi, lo), (1 if hi > lo else -1)
+            elif trend * (y[k] - y[ext]) > 0:
+                ext = k
+            elif trend * (y[ext] - y[k]) >= reversal:
+                pivots.append(ext)
+                ext, trend = k, -trend
+        if trend != 0:
+            pivots.append(ext)
+        for a, b in itertools.pairwise(pivots):
+            if abs(y[b] - y[a]) >= reversal:
+                turns.append((a, b, TurnDirection.LEFT if y[b] > y[a] else TurnDirection.RIGHT))
+        i = end + 1
+    return turns
 
 
 def turn_split(name: str, clip_name: str) -> str:
     """tuning, held_back (looked at during development), second_person (the stage clip: measured once at the
-    shipped setting, 9 of 80 refused; since then the material turn_parallax_ratio is chosen on), or third_person
-    (the webcam clip: measured once, untouched by any choice)."""
+    shipped setting, 9 of 80 refused; since then the material turn_parallax_ratio is chosen on), third_person (the
+    webcam clip: measured once, 26 of 90 refused; then the third pass's material), or new_people (the other extra
+    clips: measured once at the third pass's setting)."""
     if name in TUNING_TURNS:
         return "tuning"
-    return {"stage": "second_person", "webcam": "third_person"}.get(clip_name, "held_back")
+    if clip_name in EXTRA_CLIPS:
+        return "third_person" if clip_name == "webcam" else "new_people"
+    return "second_person" if clip_name == "stage" else "held_back"
 
 
 PHOTO_KINDS = (AttackKind.PRINT, AttackKind.CURVED, AttackKind.SCREEN)
@@ -277,15 +372,19 @@ def tune(cases: list[Case]) -> tuple[LivenessThresholds, float]:
     return chosen, best[0]
 
 
-RATIO_GRID = tuple(float(x) for x in np.round(np.arange(0.0, 1.61, 0.1), 2))
+RATIO_GRID = tuple(float(x) for x in np.round(np.arange(0.0, 1.61, 0.05), 2))
+
+
+RATIO_SPLITS = ("second_person", "third_person")
 
 
 def tune_ratio(cases: list[Case], base: LivenessThresholds) -> tuple[float, dict[float, dict[str, str]]]:
-    """The second pass: turn_parallax_ratio alone, the other thresholds at `base` (shipped), chosen on the second
-    person's bona fide turns and the tuning photo attacks as `tune` chooses (worst rate with the grid neighbours,
-    the centre of the best run). 0 is the rule off."""
+    """The second pass (session 6: the second person; session 7, third pass: the second and third): the
+    turn_parallax_ratio alone, the other thresholds at `base` (shipped), chosen on those people's bona fide turns
+    and the tuning photo attacks as `tune` chooses (worst rate with the grid neighbours, the centre of the best
+    run). 0 is the rule off."""
     photo = {k.value for k in PHOTO_KINDS}
-    sel = [c for c in cases if (c.kind == "bona_fide" and c.split == "second_person")]
+    sel = [c for c in cases if (c.kind == "bona_fide" and c.split in RATIO_SPLITS)]
     sel += [c for c in cases if c.kind in photo and c.split == "tuning"]
     kinds = ["bona_fide", *(k.value for k in PHOTO_KINDS)]
     raw, shown = [], {}
@@ -379,10 +478,11 @@ def print_rows(rows: list[dict[str, object]]) -> None:
         )
 
 
-def only_third_person(pipe: FacePipeline, cases: list[Case], json_path: str | None) -> None:
-    """The third person's bursts through the real check at the shipped setting: nothing is chosen here."""
+def only_extra(pipe: FacePipeline, cases: list[Case], json_path: str | None) -> None:
+    """The extra clips' bursts (bona fide and replays) through the real check at the settings' values: nothing is
+    chosen here."""
     if not cases:
-        raise SystemExit("no third-person cases: --third-person PATH")
+        raise SystemExit("no extra clips found: --extra DIR")
 
     async def go() -> None:
         pipe.start_batchers()
@@ -393,7 +493,7 @@ def only_third_person(pipe: FacePipeline, cases: list[Case], json_path: str | No
 
     asyncio.run(go())
     rows = table(cases)
-    print("## The third person at the shipped setting (one shot)\n")
+    print(f"## The extra clips at the setting {pipe.settings.liveness.model_dump()}\n")
     print_rows(rows)
     per_turn: dict[str, dict[str, int]] = {}
     for c in cases:
@@ -419,11 +519,11 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=50, help="photo attacks per kind and split")
     ap.add_argument("--replays", type=int, default=12, help="replayed recordings per head turn")
     ap.add_argument("--seed", type=int, default=17)
-    ap.add_argument("--third-person", default=None, help=f"the webcam clip (default: --faces/{THIRD_PERSON})")
+    ap.add_argument("--extra", default=None, help="folder of EXTRA_CLIPS (default: --faces/live/extra)")
     ap.add_argument(
-        "--only-third-person",
+        "--only-extra",
         action="store_true",
-        help="only the third person's bona fide turns and replays, at the shipped setting (no tuning, no photos)",
+        help="only the extra clips' bona fide turns and replays, at the settings' values (no tuning, no photos)",
     )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -432,19 +532,23 @@ def main() -> None:
     pipe = FacePipeline()
     pipe.load()
     clips: dict[str, list[np.ndarray] | None] = {name: read_clip(faces / path) for name, path in CLIPS.items()}
-    third = Path(args.third_person) if args.third_person else faces / THIRD_PERSON
-    clips["webcam"] = read_clip(third) if third.is_file() else None
-    if clips["webcam"] is None:
-        print(f"third person skipped: {third} not found (THIRD_PERSON in this file says where it comes from)")
+    extra = Path(args.extra) if args.extra else faces / "live" / "extra"
+    for name, file in EXTRA_CLIPS.items():
+        clips[name] = read_clip(extra / file) if (extra / file).is_file() else None
+        if clips[name] is None:
+            print(f"{name} skipped: {extra / file} not found (EXTRA_CLIPS says where it comes from)")
     t0 = time.perf_counter()
     # The stage clip's and then the webcam clip's replays are drawn last so that every earlier case keeps its
     # random draw (the same seed gives the same interview replays and photo attacks as before they were added).
     cases = bona_fide_cases(clips) + replay_cases(clips, rng, args.replays, {"interview"})
     cases += photo_cases(pipe, faces, rng, args.per_kind) + replay_cases(clips, rng, args.replays, {"stage"})
     cases += replay_cases(clips, rng, args.replays, {"webcam"})
+    cases += replay_cases(clips, rng, args.replays, set(EXTRA_CLIPS) - {"webcam"})
     print(f"rendered {len(cases)} bursts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    if args.only_third_person:
-        only_third_person(pipe, [c for c in cases if c.split == "third_person"], args.json)
+    if args.only_extra:
+        only_extra(
+            pipe, [c for c in cases if c.source.split(":")[0].removesuffix("-mirrored") in EXTRA_CLIPS], args.json
+        )
         return
 
     for c in cases:

@@ -80,7 +80,7 @@ def _sane(points: np.ndarray, prev: np.ndarray, shape: tuple[int, int]) -> bool:
     return 1 / MAX_SCALE_JUMP <= ratio <= MAX_SCALE_JUMP
 
 
-def _settle(predictor: ShapePredictor, grey: np.ndarray, det: Detection) -> np.ndarray:
+def settle(predictor: ShapePredictor, grey: np.ndarray, det: Detection) -> np.ndarray:
     box = box_from_mtcnn(det.box, det.landmarks)
     points = predictor.predict(grey, box)
     for _ in range(REFINE_STEPS - 1):
@@ -156,7 +156,7 @@ def track(
     """
     greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     side = float(box_from_mtcnn(first.box, first.landmarks)[2])
-    points = [_settle(predictor, greys[0], first)]
+    points = [settle(predictor, greys[0], first)]
     texture = [_texture_points(greys[0], points[0])]
     for k in range(1, len(frames)):
         prev = points[-1]
@@ -171,7 +171,7 @@ def track(
             found = _nearest(redetect(frames[k]), prev) if redetect is not None else None
             if found is None:
                 return None
-            cur = _settle(predictor, greys[k], found)
+            cur = settle(predictor, greys[k], found)
             if not _sane(cur, prev, greys[k].shape[:2]):
                 return None
         points.append(cur)
