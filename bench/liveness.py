@@ -261,6 +261,8 @@ def replay_cases(
             continue
         split = turn_split(name, clip_name)
         options = windows(first, last, len(clip))
+        if not options:  # longer than a burst can span
+            continue
         for k in range(per_turn):
             idx = options[int(rng.integers(len(options)))]
             mirror = bool(k % 2)
