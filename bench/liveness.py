@@ -1,6 +1,7 @@
 """Presentation-attack detection (issue 17): APCER per attack type and BPCER, ISO/IEC 30107-3 terms.
 
     .venv/bin/python bench/liveness.py [--faces DIR] [--per-kind 50] [--seed 17] [--json out.json]
+                                       [--extra DIR] [--only-split third_person|new_people|round2 ...]
 
 SYNTHETIC ATTACKS: no spoof dataset is installable here, so every attack is rendered from real photos and real
 video by `services/tools/attacks.py` (print, curved print, phone screen, replayed recording). Bona fide
@@ -12,7 +13,10 @@ Split (thresholds are chosen on TUNING only; HELD-BACK is measured once at the s
 - attacks from photos: by identity (crc32 of the name, even = tuning), from `dev/` and `calib/`;
 - bona fide and replay: by head turn (tuning: turn B; held-back: turns C and D of the same person; second_person:
   turns E-I of another person in another clip, measured once at the first pass's thresholds (9 of 80 refused),
-  since then the material of the second pass).
+  since then the material of the second pass); and by person for the EXTRA_CLIPS, real video outside
+  ../shared/faces (`--extra DIR`; absent clips are skipped): third_person (measured once, then the third pass's
+  material), new_people (measured once, then the texture statistic's material), round2 (six more people, measured
+  once at the shipped setting, nothing chosen on them). `--only-split` runs just those bursts, no tuning.
 
 Each bona fide turn yields several bursts (6-10 frames, every 1-3 frames, 0-2 frames late): they are
 not independent, so the table gives both the burst count and the number of distinct turns.
