@@ -238,3 +238,19 @@ def test_texture_corners_in_the_face_box_are_the_whole_frames(
     assert len(whole) >= 40  # the outline crosses the frame's left or right edge where shift != 0
     assert shift == 0 or not 0 <= points[:, 0].min() <= points[:, 0].max() < grey.shape[1]
     np.testing.assert_array_equal(ours, whole)
+
+
+def test_a_head_shake_answers_neither_direction(interview: list[np.ndarray], pipeline: FacePipeline) -> None:
+    """A burst that turns the asked way and also at least min_turn_deg the other way (a head shake, or a replayed
+    recording of one) is the wrong direction, whichever way turned further: otherwise one shake answers both
+    challenges (session 7: replays of a head-shake clip were accepted against the other direction)."""
+    frames = [interview[i] for i in RIGHT_TURN_FRAMES]
+    tracked = track(pipeline.landmarks, frames, pipeline.detector.detect(frames[0])[0], pipeline.detector.detect)
+    assert tracked is not None
+    rules = pipeline.settings.liveness
+    m = measure_turn(tracked.points, TurnDirection.RIGHT, tracked.texture)
+    assert judge(m, rules) is None and m.towards > rules.min_turn_deg + 5  # the real turn, as asked
+    shake = replace(m, away=rules.min_turn_deg)  # and as far the other way, less than the asked way
+    assert shake.towards > shake.away
+    assert judge(shake, rules) == LivenessFailure.WRONG_DIRECTION
+    assert judge(replace(m, away=rules.min_turn_deg - 1), rules) is None  # a small wobble is not a shake
