@@ -435,6 +435,19 @@ async def run_checks(pipe: FacePipeline, cases: list[Case]) -> None:
         c.results["cpu_burst"], c.results["cpu_embed"] = t1 - t0, t2 - t1
 
 
+def check_all(pipe: FacePipeline, cases: list[Case]) -> None:
+    """`run_checks` with the pipeline's batchers running (started and closed on the run's own loop)."""
+
+    async def go() -> None:
+        pipe.start_batchers()
+        try:
+            await run_checks(pipe, cases)
+        finally:
+            await pipe.aclose()
+
+    asyncio.run(go())
+
+
 def wilson(errors: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return (math.nan, math.nan)
@@ -505,14 +518,7 @@ def only_extra(pipe: FacePipeline, cases: list[Case], json_path: str | None) -> 
     if not cases:
         raise SystemExit("no extra clips found: --extra DIR")
 
-    async def go() -> None:
-        pipe.start_batchers()
-        try:
-            await run_checks(pipe, cases)
-        finally:
-            await pipe.aclose()
-
-    asyncio.run(go())
+    check_all(pipe, cases)
     rows = table(cases)
     print(f"## The extra clips at the setting {pipe.settings.liveness.model_dump()}\n")
     print_rows(rows)
@@ -599,14 +605,7 @@ def main() -> None:
         print(f"- {k:g}: " + ", ".join(f"{x} {v}" for x, v in r.items()))
     print()
 
-    async def go() -> None:
-        pipe.start_batchers()
-        try:
-            await run_checks(pipe, cases)
-        finally:
-            await pipe.aclose()
-
-    asyncio.run(go())
+    check_all(pipe, cases)
     rows = table(cases)
     print("## Rates at the shipped setting (SYNTHETIC attacks; bona fide: real video)\n")
     print_rows(rows)
