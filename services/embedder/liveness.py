@@ -53,6 +53,10 @@ CORNER_BORDER = 4  # px around the face's outline that the corner measure reads 
 MIN_FLOWED = 20  # of the 68 points, followed by optical flow
 MAX_FLOW_DISAGREEMENT = 0.35  # predictor vs flow, in eye-to-mouth distances
 REFINE_STEPS = 3  # predictor passes on the detected frame: MTCNN's box is only a first guess of dlib's
+# The first frame's coarse search (first_pass_face_px) stands when its largest face is at least this many times
+# the coarse minimum: a second face of multiple_faces_ratio (0.8) of it is then above the minimum too, with room
+# for MTCNN's own size jitter between pyramid levels.
+FIRST_PASS_MARGIN = 1.5
 
 
 class FramesDiffer(Unprocessable):
@@ -282,11 +286,30 @@ def same_face_limit(pipeline: FacePipeline) -> float:
     return cal.verify_threshold(rules.same_face_fmr) if cal is not None else pipeline.descriptor.verify_threshold
 
 
+def first_pass_stands(dets: list[Detection], first_pass_face_px: int) -> bool:
+    """Whether the coarse search of the burst's first frame found everything the decision needs."""
+    return first_pass_face_px > 0 and bool(dets) and dets[0].size >= FIRST_PASS_MARGIN * first_pass_face_px
+
+
+def detect_first(pipeline: FacePipeline, rgb: np.ndarray) -> list[Detection]:
+    """`_detect_first` without the batcher (bench/liveness.py's tuning path)."""
+    px = pipeline.settings.liveness.first_pass_face_px
+    dets = pipeline.detector.detect(rgb, px) if px else []
+    return dets if first_pass_stands(dets, px) else pipeline.detector.detect(rgb)
+
+
+async def _detect_first(pipeline: FacePipeline, rgb: np.ndarray) -> list[Detection]:
+    """MTCNN on the burst's first frame: the coarse search, and the full one only where it may have missed."""
+    px = pipeline.settings.liveness.first_pass_face_px
+    dets = await pipeline.adetect(rgb, px) if px else []
+    return dets if first_pass_stands(dets, px) else await pipeline.adetect(rgb)
+
+
 async def _decode_and_detect(pipeline: FacePipeline, frames: list[bytes]) -> tuple[list[np.ndarray], list[Detection]]:
     """Every frame decoded, and MTCNN on the first: the detection starts as soon as the first frame is decoded,
     while the others decode, so the burst's answer does not wait for both in turn."""
     first = (await pipeline.adecode(frames[0])).rgb
-    detecting = asyncio.ensure_future(pipeline.adetect(first))
+    detecting = asyncio.ensure_future(_detect_first(pipeline, first))
     try:
         rest = [im.rgb for im in await asyncio.gather(*(pipeline.adecode(data) for data in frames[1:]))]
         if any(rgb.shape != first.shape for rgb in rest):
@@ -328,28 +351,49 @@ async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: Tu
     if tracked is None:
         return respond(LivenessFailure.FACE_LOST)
     geo = judge_geometry(tracked, direction, rules)
-    points = tracked.points
     if geo.failure is not None:
         return respond(geo.failure, geo)
 
-    # Embed the frontal frame (the decision's face) and the burst's ends (the same person throughout?).
-    side = float(box_from_mtcnn(dets[0].box, dets[0].landmarks)[2])
-    picks = sorted({geo.frontal, 0, len(points) - 1})
+    picked = pick_faces(pipeline, rgbs, dets[0], tracked.points, geo.frontal)
+    emb = await pipeline.aembed_chips(picked.chips)
+    dist = picked.distance(emb)
+    front = picked.frontal
+    quality = assess_face(picked.faces[front], picked.chips[front], pipeline.rules(QualityProfile.GATE))
+    face = face_message(picked.faces[front], quality, emb[front])
+    return respond(LivenessFailure.FACE_CHANGED if dist > same_face_limit(pipeline) else None, geo, face, dist)
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The faces a live-looking burst embeds: the frontal frame's (the decision's face) and the burst's ends'
+    (the same person throughout?), as detections and aligned chips, frame order."""
+
+    faces: list[Detection]
+    chips: list[np.ndarray]
+    frontal: int  # index into faces/chips
+    first: int
+    last: int
+
+    def distance(self, emb: np.ndarray) -> float:
+        """The FACE_CHANGED measure: the larger cosine distance from the frontal face to either end's."""
+        front = emb[self.frontal]
+        return max(_cosine(front, emb[self.first]), _cosine(front, emb[self.last]))
+
+
+def pick_faces(
+    pipeline: FacePipeline, rgbs: Sequence[np.ndarray], first: Detection, points: Sequence[np.ndarray], frontal: int
+) -> Picked:
+    side = float(box_from_mtcnn(first.box, first.landmarks)[2])
+    picks = sorted({frontal, 0, len(points) - 1})
     faces = [
-        dets[0]
+        first
         if i == 0
-        else Detection(box=mtcnn_box(points[i], side), landmarks=five_points(points[i]), score=dets[0].score)
+        else Detection(box=mtcnn_box(points[i], side), landmarks=five_points(points[i]), score=first.score)
         for i in picks
     ]
     chips = [
         extract_chips(rgbs[i], [d], pipeline.model.geometry, pipeline.align)[0]
         for i, d in zip(picks, faces, strict=True)
     ]
-    emb = await pipeline.aembed_chips(chips)
     at = {i: k for k, i in enumerate(picks)}
-    front = emb[at[geo.frontal]]
-    limit = same_face_limit(pipeline)
-    dist = max(_cosine(front, emb[at[0]]), _cosine(front, emb[at[len(points) - 1]]))
-    quality = assess_face(faces[at[geo.frontal]], chips[at[geo.frontal]], pipeline.rules(QualityProfile.GATE))
-    face = face_message(faces[at[geo.frontal]], quality, front)
-    return respond(LivenessFailure.FACE_CHANGED if dist > limit else None, geo, face, dist)
+    return Picked(faces, chips, at[frontal], at[0], at[len(points) - 1])

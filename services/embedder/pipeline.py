@@ -242,10 +242,10 @@ class FacePipeline:
         async with self._decode_slots:
             return await asyncio.to_thread(self.decode, data)
 
-    async def adetect(self, rgb: np.ndarray) -> list[Detection]:
+    async def adetect(self, rgb: np.ndarray, min_face_size: int | None = None) -> list[Detection]:
         """MTCNN on one frame through the shared detection batcher (largest face first)."""
         self._require_ready()
-        job = await asyncio.to_thread(self.detector.prepare, rgb, None)
+        job = await asyncio.to_thread(self.detector.prepare, rgb, min_face_size)
         return await self._batchers()[0].submit(job)
 
     async def aembed_chips(self, chips: list[np.ndarray]) -> np.ndarray:

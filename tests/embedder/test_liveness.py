@@ -18,13 +18,23 @@ from fastapi import FastAPI
 from PIL import Image
 
 from services.common.errors import Unprocessable
+from services.contracts.embedder import QualityReason
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.client import EmbedderClient
 from services.embedder.detector import Detection
 from services.embedder.geometry import similarity_transform
 from services.embedder.landmarks import box_from_mtcnn
-from services.embedder.liveness import TEXTURE_POINTS, _texture_points, judge, measure_turn, track
+from services.embedder.liveness import (
+    TEXTURE_POINTS,
+    _texture_points,
+    detect_first,
+    first_pass_stands,
+    judge,
+    measure_turn,
+    track,
+)
 from services.embedder.pipeline import FacePipeline
+from services.embedder.quality import image_reasons
 from services.tools.attacks import HEIGHT, WIDTH, Pose, portrait, read_clip, render_plane, rotation
 from tests.conftest import EMBEDDER_HEADERS
 
@@ -254,3 +264,40 @@ def test_a_head_shake_answers_neither_direction(interview: list[np.ndarray], pip
     assert shake.towards > shake.away
     assert judge(shake, rules) == LivenessFailure.WRONG_DIRECTION
     assert judge(replace(m, away=rules.min_turn_deg - 1), rules) is None  # a small wobble is not a shake
+
+
+def test_the_first_frame_is_searched_coarsely_first_and_fully_where_that_may_miss(
+    pipeline: FacePipeline, interview: list[np.ndarray], faces_dir: Path
+) -> None:
+    """The burst's first frame is searched for faces of first_pass_face_px and up (cheaper), and again fully
+    unless its largest face is FIRST_PASS_MARGIN times that: a kiosk-sized face takes the coarse answer, a small
+    one the full search's, and two people side by side are two people either way."""
+    px = pipeline.settings.liveness.first_pass_face_px
+    assert px > 0
+    small = interview[RIGHT_TURN_FRAMES[0]]  # 320x240, the face ~100 px: under the margin
+    assert not first_pass_stands(pipeline.detector.detect(small, px), px)
+    assert [d.box.tolist() for d in detect_first(pipeline, small)] == [
+        d.box.tolist() for d in pipeline.detector.detect(small)
+    ]
+    big = cv2.resize(small, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR)  # a kiosk's 640x480, ~200 px
+    coarse, full = detect_first(pipeline, big), pipeline.detector.detect(big)
+    assert first_pass_stands(coarse, px) and len(coarse) >= 1
+    assert abs(coarse[0].size - full[0].size) <= 0.1 * full[0].size  # the same face
+    checked = 0
+    for photo in sorted((faces_dir / "group").glob("*.jpg")):
+        rgb = np.asarray(Image.open(photo).convert("RGB"))
+        coarse = pipeline.detector.detect(rgb, px)
+        if not first_pass_stands(coarse, px):
+            continue
+        checked += 1
+        assert image_reasons(detect_first(pipeline, rgb), pipeline.settings.gate) == [QualityReason.MULTIPLE_FACES]
+        assert image_reasons(pipeline.detector.detect(rgb), pipeline.settings.gate) == [QualityReason.MULTIPLE_FACES]
+    assert checked >= 3  # group/ 3, 4, 6 and 7 have faces of 100-580 px
+
+
+async def test_a_kiosk_sized_turn_is_live_through_the_coarse_search(
+    client: EmbedderClient, interview: list[np.ndarray]
+) -> None:
+    frames = [cv2.resize(interview[i], None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR) for i in RIGHT_TURN_FRAMES]
+    res = await client.liveness([_jpeg(f) for f in frames], TurnDirection.RIGHT)
+    assert res.verdict == LivenessVerdict.LIVE, res
