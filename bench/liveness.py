@@ -18,7 +18,8 @@ Split (thresholds are chosen on TUNING only; HELD-BACK is measured once at the s
   material), new_people (measured once, then the texture statistic's material), round2 (six more people, measured
   once at the shipped setting, nothing chosen on them; since session 8 tuning material too), round3 (six more
   people, session 8: held back from every choice made that session). `--only-split` runs just those bursts, no
-  tuning.
+  tuning. `--fourth-pass` (session 8): the thresholds again on the twelve people with bursts in PEOPLE_SPLITS,
+  scored per person (leave one person out); it changed nothing (README "Presentation attacks").
 
 Each bona fide turn yields several bursts (6-10 frames, every 1-3 frames, 0-2 frames late): they are
 not independent, so the table gives both the burst count and the number of distinct turns.

@@ -40,3 +40,17 @@ def test_bursts_stay_inside_the_clip_and_long_turns_give_none() -> None:
     assert all(i <= 87 for w in windows(78, 87, 88) for i in w)
     assert any(w[-1] == 87 for w in windows(78, 87, 88))
     assert windows(95, 167) == []  # 72 frames: more than 10 frames every 3 can span
+
+
+def test_every_extra_clip_has_one_split_and_round3_is_held_back_from_the_passes() -> None:
+    """The splits are what the README's one-shot claims rest on: round 3 (session 8) must not feed the fourth pass
+    (PEOPLE_SPLITS) nor any earlier one, and each person's bursts (mirrored or not) must count as that person."""
+    from bench.liveness import EXTRA_CLIPS, PEOPLE_SPLITS, RATIO_SPLITS, ROUND2, ROUND3, TURNS, Case, person, turn_split
+
+    assert set(ROUND3) <= set(EXTRA_CLIPS) and not set(ROUND3) & set(ROUND2)
+    for turn, clip, *_ in TURNS:
+        split = turn_split(turn, clip)
+        assert (split == "round3") == (clip in ROUND3)
+        assert split != "round3" or (split not in PEOPLE_SPLITS and split not in RATIO_SPLITS)
+        for source in (turn, turn + "-mirrored"):
+            assert person(Case("bona_fide", split, source, [], LEFT)) == clip
