@@ -394,12 +394,12 @@ def tune(cases: list[Case]) -> tuple[LivenessThresholds, float]:
     score the same, the one nearest the centre of that region. Rates: APCER(print, curved, screen), BPCER."""
     tuning = [c for c in cases if c.split == "tuning" and c.kind != "replay_random"]
     kinds = ["bona_fide", *(k.value for k in PHOTO_KINDS)]
-    axes: tuple[Sequence[float], ...] = (DEFORMATION_GRID, TURN_GRID, PLANARITY_GRID, TEXTURE_GRID)
+    axes: tuple[Sequence[float], ...] = (DEFORMATION_GRID, tuple(TURN_GRID), tuple(PLANARITY_GRID), TEXTURE_GRID)
     names = ("min_deformation", "min_turn_deg", "max_planarity", "min_texture_parallax")
 
     def rules_at(idx: tuple[int, ...]) -> LivenessThresholds:
         values = {n: float(a[i]) for n, a, i in zip(names, axes, idx, strict=True)}
-        return LivenessThresholds(**values, turn_parallax_ratio=0.0)  # the first pass, as it was run
+        return LivenessThresholds.model_validate(values | {"turn_parallax_ratio": 0.0})  # the first pass, as run
 
     raw: dict[tuple[int, ...], np.ndarray] = {}
     for idx in itertools.product(*(range(len(a)) for a in axes)):
@@ -567,7 +567,43 @@ def fourth_pass(pipe: FacePipeline, cases: list[Case], base: LivenessThresholds)
         "attacks_at_chosen": {k: f"{int(att_err[(*chosen, j)])}/{int(att_n[j])}" for j, k in enumerate(kinds)},
         "leave_one_person_out": {p: {"errors": e, "n": n, "chosen_without": w} for p, (e, n, w) in lopo.items()},
         "leave_one_person_out_bpcer": (sum(e for e, _, _ in lopo.values()), int(bona_n.sum())),
+        "trade_off": trade_off(bona_err.sum(-1), att_err, names, axes, kinds, int(bona_n.sum()), att_n),
     }
+
+
+def trade_off(
+    bona_err: np.ndarray,
+    att_err: np.ndarray,
+    names: list[str],
+    axes: list[tuple[float, ...]],
+    kinds: list[str],
+    n_bona: int,
+    att_n: np.ndarray,
+) -> list[dict[str, object]]:
+    """What a lower BPCER would cost in attacks, on the fourth pass's material (grid points, no neighbours): for
+    each BPCER reachable, the grid point with the lowest worst APCER (each kind's rate; ties: fewer attacks
+    accepted in all), kept where that worst APCER is lower than at every point with a lower BPCER (the front)."""
+    rate = att_err / att_n
+    best: dict[int, tuple[tuple[float, int], tuple[int, ...]]] = {}
+    for idx in itertools.product(*(range(len(a)) for a in axes)):
+        key = (float(rate[idx].max()), int(att_err[idx].sum()))
+        e = int(bona_err[idx])
+        if e not in best or key < best[e][0]:
+            best[e] = (key, idx)
+    front: list[dict[str, object]] = []
+    lowest = math.inf
+    for e in sorted(best):
+        (worst, _), idx = best[e]
+        if worst < lowest:
+            lowest = worst
+            front.append(
+                {
+                    "bpcer": f"{e}/{n_bona}",
+                    "attacks": {k: f"{int(att_err[(*idx, j)])}/{int(att_n[j])}" for j, k in enumerate(kinds)},
+                    "setting": {n: axes[q][i] for q, (n, i) in enumerate(zip(names, idx, strict=True))},
+                }
+            )
+    return front
 
 
 # -- 2./3. the real check, and its cost ------------------------------------------------------------------
