@@ -110,7 +110,7 @@ TURNS = [
             "office": "19-36 left, 36-46 right, 46-51 left, 51-57 right, 57-69 left, 69-79 right, 79-88 left, "
             "100-108 right, 108-116 left, 116-144 right, 144-149 left",
             "tv": "3-71 left, 71-103 right, 103-123 left, 123-142 right, 142-161 left, 161-191 right",
-            # round 2 (six more people, found after the five above were measured): held back from every choice
+            # round 2 (six more people, found after the five above were measured): held back until the fourth pass
             "interview2": "1-30 right",
             "selfie": "7-21 left, 21-35 right, 35-51 left, 51-73 right, 73-113 left, 113-127 right, 127-151 left",
             "studio": "24-201 left, 201-268 right",
@@ -449,7 +449,7 @@ def tune_ratio(cases: list[Case], base: LivenessThresholds) -> tuple[float, dict
     return RATIO_GRID[tied[len(tied) // 2]], shown
 
 
-# -- 1c. the fourth pass (session 8): thirteen people ------------------------------------------------------
+# -- 1c. the fourth pass (session 8): twelve people --------------------------------------------------------
 PEOPLE_SPLITS = ("second_person", "third_person", "new_people", "round2")
 FOURTH_AXES: dict[str, tuple[float, ...]] = {
     "min_turn_deg": tuple(float(x) for x in range(6, 15)),
@@ -476,12 +476,12 @@ def _accepts(case: Case, rules: LivenessThresholds, same_face: float) -> bool:
 
 
 def fourth_pass(pipe: FacePipeline, cases: list[Case], base: LivenessThresholds) -> dict[str, object]:
-    """The thresholds again, on the thirteen people measured by session 7 (PEOPLE_SPLITS: all measured once, so
-    all tuning material now) with the tuning photo attacks and the replays of those people. Each grid point
-    (FOURTH_AXES; max_planarity stays) is scored with its neighbours as `tune` does; among points where no attack
-    kind is refused less often than at `base`, the lowest BPCER, then the centre of the tied region. Estimated out
-    of sample by person: for each person, the choice made without their bursts, scored on them (leave one person
-    out). round3 is not touched."""
+    """The thresholds again, on the people measured by session 7 whose turns give bursts (PEOPLE_SPLITS: twelve,
+    all measured once, so all tuning material now) with the tuning photo attacks and the replays of those people.
+    Each grid point (FOURTH_AXES; max_planarity stays) is scored with its neighbours as `tune` does; among points
+    where no attack kind is accepted more often than at `base`, the lowest BPCER, then the centre of the tied
+    region. Estimated out of sample by person: for each person, the choice made without their bursts, scored on
+    them (leave one person out). round3 is not touched."""
     from services.contracts.calibration import load_calibration
 
     cal = load_calibration(pipe.model.descriptor.id)
@@ -739,7 +739,7 @@ def main() -> None:
         action="append",
         help="only these extra clips' bona fide turns and replays, at the settings' values (no tuning, no photos)",
     )
-    ap.add_argument("--fourth-pass", action="store_true", help="the session-8 pass on thirteen people (no round3)")
+    ap.add_argument("--fourth-pass", action="store_true", help="the session-8 pass on twelve people (no round3)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     faces = Path(args.faces)

@@ -74,7 +74,7 @@ class LivenessThresholds(BaseModel):
     max_frames: int = Field(default=12, ge=2, le=64)
     max_burst_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)  # all frames together
     # The burst's first frame is searched for faces at least this tall (original px) first: a kiosk frames a face
-    # at ~200 px, and MTCNN on the coarser view costs ~2/3 (44 -> 29 ms on a 640x480 frame). Only when the
+    # at ~200 px, and MTCNN on the coarser view costs ~2/3 (46 -> 30 ms on a 640x480 frame). Only when the
     # largest face found is under FIRST_PASS_MARGIN times this (a smaller face, or none) does the full search
     # run, so a second face that could make the frame ambiguous (multiple_faces_ratio of the largest) is never
     # missed. 0: always the full search.
