@@ -53,6 +53,15 @@ class LivenessFailure(StrEnum):
     PLANAR_MOTION = "planar_motion"  # one homography explains every landmark: a flat picture
 
 
+BURST_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"  # a streamed burst's id (the gateway's hash of the challenge)
+
+
+class BurstProgress(BaseModel):
+    """The answer to a streamed part of a burst: the frames received so far (the verdict comes at its end)."""
+
+    frames: int
+
+
 class LivenessResponse(BaseModel):
     model: ModelDescriptor
     verdict: LivenessVerdict

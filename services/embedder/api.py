@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message
@@ -15,10 +15,10 @@ from services.common.health import Health
 from services.common.internal_auth import declare_in_openapi
 from services.contracts import images as limits
 from services.contracts.embedder import EmbedResponse, QualityProfile
-from services.contracts.liveness import LivenessResponse, TurnDirection
+from services.contracts.liveness import BURST_ID_PATTERN, BurstProgress, LivenessResponse, TurnDirection
 from services.contracts.models import ModelDescriptor
 from services.embedder.imaging import EmptyBody
-from services.embedder.liveness import check_burst
+from services.embedder.liveness import StreamOutOfStep, Streams, check_burst
 from services.embedder.pipeline import FacePipeline
 
 # Room for multipart boundaries and part headers on top of the image itself.
@@ -164,37 +164,32 @@ async def _frames_from_multipart(request: Request, body: bytes, max_frames: int,
         await form.close()
 
 
-@router.post(
-    "/v1/liveness",
-    response_model=LivenessResponse,
-    dependencies=protected,
-    responses=ERROR_RESPONSES,
-    summary="Check a burst of frames for a live head turning the asked way (presentation-attack detection)",
-    description="multipart/form-data with 4-12 (settings) file parts named `frames`, in capture order, each a "
-    "JPEG, PNG or WebP within the image limits, all of one size; the body is bounded as a whole. The verdict is "
-    "`live`, `presentation_attack` (the face moved as a plane: print, screen) or `liveness_failed` (see "
-    "`failure`). `face` is the most frontal frame's face with its gate-profile embedding, present when the "
-    "geometry passed.",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["frames"],
-                        "properties": {"frames": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    }
+_FRAMES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["frames"],
+                    "properties": {"frames": {"type": "array", "items": {"type": "string", "format": "binary"}}},
                 }
-            },
-        }
-    },
-)
-async def liveness(
-    request: Request,
-    pipeline: PipelineDep,
-    direction: Annotated[TurnDirection, Query(description="the turn asked of the subject, in their own terms")],
-) -> LivenessResponse:
+            }
+        },
+    }
+}
+BurstId = Annotated[str, Path(pattern=BURST_ID_PATTERN, description="the gate's name for the burst")]
+Offset = Annotated[int, Query(ge=0, le=64, description="frames of this burst sent before these")]
+
+
+def get_streams(request: Request) -> Streams:
+    return request.app.state.streams  # type: ignore[no-any-return]
+
+
+StreamsDep = Annotated[Streams, Depends(get_streams)]
+
+
+async def _burst_frames(request: Request, pipeline: FacePipeline) -> list[bytes]:
     rules = pipeline.settings.liveness
     if _mime(request.headers.get("content-type")) != "multipart/form-data":
         raise UnsupportedMediaType("send the burst as multipart/form-data with one 'frames' part per frame")
@@ -202,11 +197,81 @@ async def liveness(
     if not body:
         raise EmptyBody("the request carries no frames")
     frames = await _frames_from_multipart(request, body, rules.max_frames, pipeline.settings.max_image_bytes)
-    if len(frames) < rules.min_frames:
-        raise Unprocessable(f"{len(frames)} frames; send at least {rules.min_frames}", code="too_few_frames")
-    if len(frames) > rules.max_frames:
-        raise Unprocessable(f"{len(frames)} frames; send at most {rules.max_frames}", code="too_many_frames")
-    return await check_burst(pipeline, frames, direction)
+    if not frames:
+        raise EmptyBody("the request carries no frames")
+    return frames
+
+
+def _bound(pipeline: FacePipeline, total: int, *, final: bool) -> None:
+    rules = pipeline.settings.liveness
+    if final and total < rules.min_frames:
+        raise Unprocessable(f"{total} frames; send at least {rules.min_frames}", code="too_few_frames")
+    if total > rules.max_frames:
+        raise Unprocessable(f"{total} frames; send at most {rules.max_frames}", code="too_many_frames")
+
+
+@router.post(
+    "/v1/liveness",
+    response_model=LivenessResponse,
+    dependencies=protected,
+    responses=ERROR_RESPONSES,
+    summary="Check a burst of frames for a live head turning the asked way (presentation-attack detection)",
+    description="multipart/form-data with 4-12 (settings) file parts named `frames`, in capture order, each a "
+    "JPEG, PNG or WebP within the image limits, all of one size; the body is bounded as a whole. With `burst`, "
+    "these are the last frames of a burst streamed to `/v1/liveness/bursts/{burst}/frames` (`offset` frames "
+    "sent there; 404 `burst_unknown` where this process no longer has it, 409 `burst_out_of_step` where the count "
+    "differs: send the whole burst). The verdict is `live`, `presentation_attack` (the face moved as a plane: "
+    "print, screen) or `liveness_failed` (see `failure`). `face` is the most frontal frame's face with its "
+    "gate-profile embedding, present when the geometry passed.",
+    openapi_extra=_FRAMES_BODY,
+)
+async def liveness(
+    request: Request,
+    pipeline: PipelineDep,
+    streams: StreamsDep,
+    direction: Annotated[TurnDirection, Query(description="the turn asked of the subject, in their own terms")],
+    burst: Annotated[
+        str | None, Query(pattern=BURST_ID_PATTERN, description="a streamed burst's id: these frames end it")
+    ] = None,
+    offset: Offset = 0,
+) -> LivenessResponse:
+    frames = await _burst_frames(request, pipeline)
+    if burst is None:
+        _bound(pipeline, len(frames), final=True)
+        return await check_burst(pipeline, frames, direction)
+    check = streams.close(burst)  # ended here, whatever the answer: a retry sends the whole burst
+    async with check.lock:
+        if offset != check.frames:
+            raise StreamOutOfStep(f"{check.frames} frames of this burst arrived, not {offset}: send the whole burst")
+        _bound(pipeline, check.frames + len(frames), final=True)
+        await check.add(frames)
+        return await check.finish(direction)
+
+
+@router.post(
+    "/v1/liveness/bursts/{burst}/frames",
+    response_model=BurstProgress,
+    dependencies=protected,
+    responses=ERROR_RESPONSES,
+    summary="Stream a burst's frames as they are captured (the check of POST /v1/liveness?burst=, ahead of time)",
+    description="multipart/form-data as `/v1/liveness`: the next frames of burst `burst`, `offset` frames having "
+    "been sent before (0 begins it; 409 `burst_out_of_step` where that differs). They are decoded and the face "
+    "tracked through them now, so that the end of the burst leaves little to do. The verdict comes with the last "
+    "frames, at `POST /v1/liveness?burst=`.",
+    openapi_extra=_FRAMES_BODY,
+)
+async def liveness_frames(
+    request: Request, pipeline: PipelineDep, streams: StreamsDep, burst: BurstId, offset: Offset = 0
+) -> BurstProgress:
+    frames = await _burst_frames(request, pipeline)
+    check = streams.open(burst) if offset == 0 else streams.get(burst)
+    async with check.lock:
+        if offset != check.frames:
+            raise StreamOutOfStep(f"{check.frames} frames of this burst arrived, not {offset}")
+        _bound(pipeline, check.frames + len(frames), final=False)
+        await check.add(frames)
+        await check.embed_first()
+        return BurstProgress(frames=check.frames)
 
 
 @router.get("/v1/model", response_model=ModelDescriptor, dependencies=protected, responses={401: ERROR_RESPONSES[401]})

@@ -19,6 +19,7 @@ from services.common.errors import install_error_handlers
 from services.common.internal_auth import InternalAuthMiddleware, require_token
 from services.common.observability import install_observability
 from services.embedder.api import router
+from services.embedder.liveness import Streams
 from services.embedder.pipeline import FacePipeline
 from services.embedder.settings import EmbedderSettings
 
@@ -34,6 +35,7 @@ def create_app(settings: EmbedderSettings | None = None, *, pipeline: FacePipeli
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipe = pipeline or FacePipeline(settings)
         app.state.pipeline = pipe
+        app.state.streams = Streams(pipe, settings.liveness.stream_ttl_s, settings.liveness.max_streams)
         pipe.start_batchers()
         loader: asyncio.Task[None] | None = None
         if not pipe.ready:

@@ -13,11 +13,17 @@ import httpx
 
 from services.common.http import ServiceClient
 from services.contracts.embedder import EmbedResponse, QualityProfile
-from services.contracts.liveness import LivenessResponse, TurnDirection
+from services.contracts.liveness import BurstProgress, LivenessResponse, TurnDirection
 from services.contracts.models import ModelDescriptor
 
 # What the embedder answers about the image it was sent: the caller's input, not a fault.
 IMAGE_ERRORS = frozenset({400, 413, 415, 422})
+# ...and, for a streamed burst, that this process no longer has it (404) or has another count of its frames (409).
+STREAM_ERRORS = IMAGE_ERRORS | {404, 409}
+
+
+def _files(frames: Sequence[bytes], content_type: str, first: int = 0) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("frames", (f"{first + i}.img", data, content_type)) for i, data in enumerate(frames)]
 
 
 class EmbedderClient(ServiceClient):
@@ -61,18 +67,41 @@ class EmbedderClient(ServiceClient):
         )
 
     async def liveness(
-        self, frames: Sequence[bytes], direction: TurnDirection, content_type: str = "image/jpeg"
+        self,
+        frames: Sequence[bytes],
+        direction: TurnDirection,
+        content_type: str = "image/jpeg",
+        *,
+        burst: str | None = None,
+        offset: int = 0,
     ) -> LivenessResponse:
-        """POST /v1/liveness: the burst's frames in capture order, and the turn the subject was asked for."""
-        files = [("frames", (f"{i}.img", data, content_type)) for i, data in enumerate(frames)]
+        """POST /v1/liveness: the burst's frames in capture order, and the turn the subject was asked for; with
+        `burst`, the last frames of a streamed burst of which `offset` were sent by `liveness_frames`."""
+        params: dict[str, str | int] = {"direction": TurnDirection(direction).value}
+        if burst is not None:
+            params |= {"burst": burst, "offset": offset}
         return await self.call(
             "POST",
             "/v1/liveness",
             LivenessResponse,
             operation="liveness",
-            answers=IMAGE_ERRORS,
-            files=files,
-            params={"direction": TurnDirection(direction).value},
+            answers=STREAM_ERRORS if burst is not None else IMAGE_ERRORS,
+            files=_files(frames, content_type),
+            params=params,
+        )
+
+    async def liveness_frames(
+        self, burst: str, frames: Sequence[bytes], offset: int, content_type: str = "image/jpeg"
+    ) -> BurstProgress:
+        """POST /v1/liveness/bursts/{burst}/frames: the next frames of a streamed burst, tracked on arrival."""
+        return await self.call(
+            "POST",
+            f"/v1/liveness/bursts/{burst}/frames",
+            BurstProgress,
+            operation="liveness_frames",
+            answers=STREAM_ERRORS,
+            files=_files(frames, content_type, offset),
+            params={"offset": offset},
         )
 
     async def model(self) -> ModelDescriptor:

@@ -19,13 +19,15 @@ Decision, in this order (thresholds: `EmbedderSettings.liveness`):
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from services.common.errors import Unprocessable
+from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.calibration import load_calibration
 from services.contracts.embedder import Face, QualityProfile, QualityReason
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
@@ -144,6 +146,53 @@ class Track:
     texture: list[np.ndarray]  # N x 2 per frame: corners found in frame 0, followed (NaN once lost)
 
 
+class Tracker:
+    """`track`, one frame at a time: a streamed burst's frames arrive in parts (`BurstCheck`)."""
+
+    def __init__(
+        self,
+        predictor: ShapePredictor,
+        first_rgb: np.ndarray,
+        first: Detection,
+        redetect: Callable[[np.ndarray], list[Detection]] | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.redetect = redetect
+        self.side = float(box_from_mtcnn(first.box, first.landmarks)[2])
+        self._grey = cv2.cvtColor(first_rgb, cv2.COLOR_RGB2GRAY)
+        self.points = [settle(predictor, self._grey, first)]
+        self.texture = [_texture_points(self._grey, self.points[0])]
+        self.lost = False
+
+    def add(self, rgb: np.ndarray) -> bool:
+        """Follow the face into the next frame; False (for good) once it is lost."""
+        if self.lost:
+            return False
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        prev = self.points[-1]
+        guess, moved = _flow(self._grey, grey, prev, self.texture[-1])
+        cur = None
+        if guess is not None:
+            cur = self.predictor.predict(grey, box_from_points(guess, self.side))
+            if not _agree(cur, guess, grey.shape[:2]):
+                cur = None
+        if cur is None:
+            moved[:] = np.nan  # the flow lost the face: its texture is no evidence any more
+            found = _nearest(self.redetect(rgb), prev) if self.redetect is not None else None
+            if found is not None:
+                cur = settle(self.predictor, grey, found)
+            if cur is None or not _sane(cur, prev, grey.shape[:2]):
+                self.lost = True
+                return False
+        self.points.append(cur)
+        self.texture.append(moved)
+        self._grey = grey
+        return True
+
+    def result(self) -> Track | None:
+        return None if self.lost else Track(self.points, self.texture)
+
+
 def track(
     predictor: ShapePredictor,
     frames: Sequence[np.ndarray],
@@ -158,29 +207,11 @@ def track(
     with the flow. Where they do not, `redetect(rgb) -> list[Detection]` (MTCNN) gets one chance. The same
     flow call follows the face's texture corners.
     """
-    greys = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    side = float(box_from_mtcnn(first.box, first.landmarks)[2])
-    points = [settle(predictor, greys[0], first)]
-    texture = [_texture_points(greys[0], points[0])]
-    for k in range(1, len(frames)):
-        prev = points[-1]
-        guess, moved = _flow(greys[k - 1], greys[k], prev, texture[-1])
-        cur = None
-        if guess is not None:
-            cur = predictor.predict(greys[k], box_from_points(guess, side))
-            if not _agree(cur, guess, greys[k].shape[:2]):
-                cur = None
-        if cur is None:
-            moved[:] = np.nan  # the flow lost the face: its texture is no evidence any more
-            found = _nearest(redetect(frames[k]), prev) if redetect is not None else None
-            if found is None:
-                return None
-            cur = settle(predictor, greys[k], found)
-            if not _sane(cur, prev, greys[k].shape[:2]):
-                return None
-        points.append(cur)
-        texture.append(moved)
-    return Track(points, texture)
+    tracker = Tracker(predictor, frames[0], first, redetect)
+    for rgb in frames[1:]:
+        if not tracker.add(rgb):
+            return None
+    return tracker.result()
 
 
 def _agree(cur: np.ndarray, guess: np.ndarray, shape: tuple[int, int]) -> bool:
@@ -311,56 +342,173 @@ async def _decode_and_detect(pipeline: FacePipeline, frames: list[bytes]) -> tup
     first = (await pipeline.adecode(frames[0])).rgb
     detecting = asyncio.ensure_future(_detect_first(pipeline, first))
     try:
-        rest = [im.rgb for im in await asyncio.gather(*(pipeline.adecode(data) for data in frames[1:]))]
-        if any(rgb.shape != first.shape for rgb in rest):
-            raise FramesDiffer("the frames of a burst must all have the same size (one camera)")
+        rest = await _decode(pipeline, frames[1:], first.shape)
     except BaseException:
         detecting.cancel()  # the batcher skips a cancelled caller's frame
         raise
     return [first, *rest], await detecting
 
 
+async def _decode(pipeline: FacePipeline, frames: Sequence[bytes], shape: tuple[int, ...]) -> list[np.ndarray]:
+    rgbs = [im.rgb for im in await asyncio.gather(*(pipeline.adecode(data) for data in frames))]
+    if any(rgb.shape != shape for rgb in rgbs):
+        raise FramesDiffer("the frames of a burst must all have the same size (one camera)")
+    return rgbs
+
+
+class BurstCheck:
+    """One burst's check, fed in parts (a streamed burst: POST /v1/liveness/bursts/{id}/frames as the kiosk
+    captures, then POST /v1/liveness with the rest) or all at once: each part is decoded and tracked as it
+    comes (MTCNN on the first frame only), so what is left when the last frame arrives is that frame's tracking,
+    the judging and the embedding. Fed one way or the other, the same frames get the same verdict."""
+
+    def __init__(self, pipeline: FacePipeline) -> None:
+        self.pipeline = pipeline
+        self.rgbs: list[np.ndarray] = []
+        self.first: Detection | None = None
+        self.failure: LivenessFailure | None = None  # decided before the burst's end: no_face, multiple, lost
+        self.tracker: Tracker | None = None
+        self.embedded: dict[int, np.ndarray] = {}  # frame index -> embedding, where computed ahead
+        self.lock = asyncio.Lock()  # one part at a time, in order
+
+    @property
+    def frames(self) -> int:
+        return len(self.rgbs)
+
+    async def add(self, frames: list[bytes]) -> None:
+        """Decode a part (all of it, or nothing: a bad frame is a 4xx and the burst stays as it was), then track."""
+        if not self.rgbs:
+            rgbs, dets = await _decode_and_detect(self.pipeline, frames)
+            self.rgbs = rgbs
+            reasons = image_reasons(dets, self.pipeline.settings.gate)
+            if QualityReason.NO_FACE in reasons:
+                self.failure = LivenessFailure.NO_FACE
+            elif QualityReason.MULTIPLE_FACES in reasons:
+                self.failure = LivenessFailure.MULTIPLE_FACES
+            else:
+                self.first = dets[0]
+                await asyncio.to_thread(self._track, rgbs)
+            return
+        rgbs = await _decode(self.pipeline, frames, self.rgbs[0].shape)
+        self.rgbs += rgbs
+        if self.failure is None:
+            await asyncio.to_thread(self._track, rgbs)
+
+    def _track(self, rgbs: list[np.ndarray]) -> None:
+        if self.tracker is None:
+            assert self.first is not None
+            self.tracker = Tracker(self.pipeline.landmarks, rgbs[0], self.first, self.pipeline.detector.detect)
+            rgbs = rgbs[1:]
+        for rgb in rgbs:
+            if not self.tracker.add(rgb):
+                self.failure = LivenessFailure.FACE_LOST
+                return
+
+    async def embed_first(self) -> None:
+        """Embed the first frame's face ahead of the burst's end (a streamed burst: a live answer needs it, and
+        the kiosk is still capturing)."""
+        if self.failure is None and self.first is not None and 0 not in self.embedded:
+            chip = extract_chips(self.rgbs[0], [self.first], self.pipeline.model.geometry, self.pipeline.align)[0]
+            self.embedded[0] = (await self.pipeline.aembed_chips([chip]))[0]
+
+    async def finish(self, direction: TurnDirection) -> LivenessResponse:
+        """Judge the tracked burst and embed what the decision needs."""
+        pipeline = self.pipeline
+
+        def respond(
+            failure: LivenessFailure | None,
+            geo: Geometry | None = None,
+            face: Face | None = None,
+            dist: float | None = None,
+        ) -> LivenessResponse:
+            return LivenessResponse(
+                model=pipeline.descriptor,
+                verdict=_verdict(failure),
+                failure=failure,
+                frames=self.frames,
+                turn=geo.turn if geo else 0.0,
+                planarity=geo.planarity if geo else 0.0,
+                face=face,
+                face_distance=None if dist is None else round(dist, 4),
+            )
+
+        tracked = self.tracker.result() if self.tracker is not None else None
+        if self.failure is not None or tracked is None or self.first is None:
+            return respond(self.failure or LivenessFailure.FACE_LOST)
+        geo = judge_geometry(tracked, direction, pipeline.settings.liveness)
+        if geo.failure is not None:
+            return respond(geo.failure, geo)
+
+        picked = pick_faces(pipeline, self.rgbs, self.first, tracked.points, geo.frontal)
+        todo = [k for k, i in enumerate(picked.frames) if i not in self.embedded]
+        if todo:
+            fresh = await pipeline.aembed_chips([picked.chips[k] for k in todo])
+            self.embedded.update({picked.frames[k]: e for k, e in zip(todo, fresh, strict=True)})
+        emb = np.stack([self.embedded[i] for i in picked.frames])
+        dist = picked.distance(emb)
+        front = picked.frontal
+        quality = assess_face(picked.faces[front], picked.chips[front], pipeline.rules(QualityProfile.GATE))
+        face = face_message(picked.faces[front], quality, emb[front])
+        return respond(LivenessFailure.FACE_CHANGED if dist > same_face_limit(pipeline) else None, geo, face, dist)
+
+
 async def check_burst(pipeline: FacePipeline, frames: list[bytes], direction: TurnDirection) -> LivenessResponse:
-    """Decode, detect once, track, judge, and embed what the decision needs."""
-    rules = pipeline.settings.liveness
-    rgbs, dets = await _decode_and_detect(pipeline, frames)
+    """Decode, detect once, track, judge, and embed what the decision needs: a whole burst at once."""
+    check = BurstCheck(pipeline)
+    await check.add(frames)
+    return await check.finish(direction)
 
-    def respond(
-        failure: LivenessFailure | None,
-        geo: Geometry | None = None,
-        face: Face | None = None,
-        dist: float | None = None,
-    ) -> LivenessResponse:
-        return LivenessResponse(
-            model=pipeline.descriptor,
-            verdict=_verdict(failure),
-            failure=failure,
-            frames=len(frames),
-            turn=geo.turn if geo else 0.0,
-            planarity=geo.planarity if geo else 0.0,
-            face=face,
-            face_distance=None if dist is None else round(dist, 4),
-        )
 
-    reasons = image_reasons(dets, pipeline.settings.gate)
-    if QualityReason.NO_FACE in reasons:
-        return respond(LivenessFailure.NO_FACE)
-    if QualityReason.MULTIPLE_FACES in reasons:
-        return respond(LivenessFailure.MULTIPLE_FACES)
-    tracked = await asyncio.to_thread(track, pipeline.landmarks, rgbs, dets[0], pipeline.detector.detect)
-    if tracked is None:
-        return respond(LivenessFailure.FACE_LOST)
-    geo = judge_geometry(tracked, direction, rules)
-    if geo.failure is not None:
-        return respond(geo.failure, geo)
+class StreamGone(NotFound):
+    code = "burst_unknown"
 
-    picked = pick_faces(pipeline, rgbs, dets[0], tracked.points, geo.frontal)
-    emb = await pipeline.aembed_chips(picked.chips)
-    dist = picked.distance(emb)
-    front = picked.frontal
-    quality = assess_face(picked.faces[front], picked.chips[front], pipeline.rules(QualityProfile.GATE))
-    face = face_message(picked.faces[front], quality, emb[front])
-    return respond(LivenessFailure.FACE_CHANGED if dist > same_face_limit(pipeline) else None, geo, face, dist)
+
+class StreamOutOfStep(Conflict):
+    code = "burst_out_of_step"
+
+
+class Streams:
+    """Bursts being streamed, in this process's memory: each for `ttl_s` from its first part, at most `max_open`
+    (the oldest is dropped first). A burst that is gone (expired, dropped, another replica, a restart) is a 404 at
+    its end, and the gate posts the whole burst instead: streaming only ever saves time, never decides."""
+
+    def __init__(self, pipeline: FacePipeline, ttl_s: float, max_open: int) -> None:
+        self.pipeline = pipeline
+        self.ttl_s = ttl_s
+        self.max_open = max_open
+        self._open: OrderedDict[str, tuple[float, BurstCheck]] = OrderedDict()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        while self._open and next(iter(self._open.values()))[0] < now - self.ttl_s:
+            self._open.popitem(last=False)
+
+    def open(self, burst_id: str) -> BurstCheck:
+        self._prune()
+        if burst_id in self._open:
+            begun = self._open[burst_id][1]
+            if begun.frames:
+                raise StreamOutOfStep("this burst has begun: send its next frames with their offset")
+            return begun  # its first part was refused (a bad frame): this one begins it
+        while len(self._open) >= self.max_open:
+            self._open.popitem(last=False)
+        check = BurstCheck(self.pipeline)
+        self._open[burst_id] = (time.monotonic(), check)
+        return check
+
+    def get(self, burst_id: str) -> BurstCheck:
+        self._prune()
+        if burst_id not in self._open:
+            raise StreamGone("no such burst here (expired, dropped or never begun): send the whole burst")
+        return self._open[burst_id][1]
+
+    def close(self, burst_id: str) -> BurstCheck:
+        check = self.get(burst_id)
+        del self._open[burst_id]
+        return check
+
+    def __len__(self) -> int:
+        return len(self._open)
 
 
 @dataclass(frozen=True)
@@ -368,6 +516,7 @@ class Picked:
     """The faces a live-looking burst embeds: the frontal frame's (the decision's face) and the burst's ends'
     (the same person throughout?), as detections and aligned chips, frame order."""
 
+    frames: list[int]  # their frame indices
     faces: list[Detection]
     chips: list[np.ndarray]
     frontal: int  # index into faces/chips
@@ -396,4 +545,4 @@ def pick_faces(
         for i, d in zip(picks, faces, strict=True)
     ]
     at = {i: k for k, i in enumerate(picks)}
-    return Picked(faces, chips, at[frontal], at[0], at[len(points) - 1])
+    return Picked(picks, faces, chips, at[frontal], at[0], at[len(points) - 1])

@@ -109,6 +109,11 @@ class LivenessThresholds(BaseModel):
     # for dlib's ResNet, whose 1e-3 threshold is 0.073 and 1e-2 threshold 0.092).
     same_face_distance: float | None = Field(default=None, ge=0.0, le=2.0)
     same_face_fmr: float = Field(default=0.01, gt=0.0, lt=1.0)
+    # A streamed burst (POST /v1/liveness/bursts/{id}/frames, then /v1/liveness?burst=id) is kept in memory this
+    # long from its first part, and at most this many at once (the oldest dropped): a gate whose burst is gone
+    # posts it whole. 16 gates hold 16; each is its decoded frames (~1 MB a 640x480 frame).
+    stream_ttl_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    max_streams: int = Field(default=64, ge=1, le=4096)
 
 
 class EmbedderSettings(BaseSettings):

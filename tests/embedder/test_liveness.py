@@ -6,6 +6,7 @@ second one, show the interviewee turning his head to his right (towards the imag
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from services.common.errors import Unprocessable
+from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.embedder import QualityReason
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.client import EmbedderClient
@@ -26,6 +27,8 @@ from services.embedder.geometry import similarity_transform
 from services.embedder.landmarks import box_from_mtcnn
 from services.embedder.liveness import (
     TEXTURE_POINTS,
+    StreamGone,
+    Streams,
     _texture_points,
     detect_first,
     first_pass_stands,
@@ -301,3 +304,116 @@ async def test_a_kiosk_sized_turn_is_live_through_the_coarse_search(
     frames = [cv2.resize(interview[i], None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR) for i in RIGHT_TURN_FRAMES]
     res = await client.liveness([_jpeg(f) for f in frames], TurnDirection.RIGHT)
     assert res.verdict == LivenessVerdict.LIVE, res
+
+
+# A streamed burst (POST /v1/liveness/bursts/{id}/frames as the kiosk captures, then /v1/liveness?burst=): the
+# same frames must get the same answer as one whole burst, whatever the split.
+BURST = "test-burst-0123456789abcdef"
+
+
+async def _streamed(
+    client: EmbedderClient, frames: list[bytes], direction: TurnDirection, parts: list[int], burst: str = BURST
+) -> LivenessResponse:
+    sent = 0
+    for n in parts:
+        progress = await client.liveness_frames(burst, frames[sent : sent + n], sent)
+        sent += n
+        assert progress.frames == sent
+    return await client.liveness(frames[sent:], direction, burst=burst, offset=sent)
+
+
+def _same(a: LivenessResponse, b: LivenessResponse) -> None:
+    assert (a.verdict, a.failure, a.frames, a.turn, a.planarity) == (
+        b.verdict,
+        b.failure,
+        b.frames,
+        b.turn,
+        b.planarity,
+    )
+    assert (a.face is None) == (b.face is None)
+    if a.face is not None and b.face is not None:
+        ea, eb = np.asarray(a.face.embedding), np.asarray(b.face.embedding)
+        assert float(ea @ eb / np.linalg.norm(ea) / np.linalg.norm(eb)) > 0.9999
+        assert a.face.box == b.face.box and a.face_distance == pytest.approx(b.face_distance, abs=1e-3)
+
+
+@pytest.mark.parametrize("parts", [[1], [4], [1, 3, 3]])
+async def test_a_streamed_burst_gets_the_whole_bursts_answer(
+    client: EmbedderClient, right_turn: list[bytes], faces_dir: Path, parts: list[int]
+) -> None:
+    for direction in (TurnDirection.RIGHT, TurnDirection.LEFT):  # live, then wrong_direction
+        whole = await client.liveness(right_turn, direction)
+        _same(await _streamed(client, right_turn, direction, parts), whole)
+    attack = _planar_attack(faces_dir)
+    whole = await client.liveness(attack, TurnDirection.LEFT)
+    assert whole.verdict == LivenessVerdict.PRESENTATION_ATTACK
+    _same(await _streamed(client, attack, TurnDirection.LEFT, parts), whole)
+
+
+def _planar_attack(faces_dir: Path) -> list[bytes]:
+    rgb = np.asarray(Image.open(faces_dir / "dev/Vladimir_Putin/2.jpg").convert("RGB"))
+    print_ = portrait(rgb, np.array([70.0, 55.0, 110.0, 140.0]))
+    frames = []
+    for k in range(8):
+        canvas = np.full((HEIGHT, WIDTH, 3), 120, np.uint8)
+        render_plane(canvas, print_, (150.0, 150.0), Pose(rotation(4.0, -40.0 * k / 7, 0.0), np.array([0.0, 0, 420])))
+        frames.append(_jpeg(canvas))
+    return frames
+
+
+async def test_a_streamed_burst_out_of_step_or_gone_is_refused_and_ends(
+    embedder_http: httpx.AsyncClient, client: EmbedderClient, right_turn: list[bytes]
+) -> None:
+    async def part(frames: list[bytes], offset: int, burst: str = BURST) -> httpx.Response:
+        return await embedder_http.post(
+            f"/v1/liveness/bursts/{burst}/frames", params={"offset": offset}, files=_files(frames)
+        )
+
+    async def end(frames: list[bytes], offset: int, burst: str = BURST) -> httpx.Response:
+        params = {"direction": "right", "burst": burst, "offset": offset}
+        return await embedder_http.post("/v1/liveness", params=params, files=_files(frames))
+
+    # Never begun: the next part and the end are 404 (the gate then posts the whole burst).
+    assert (await part(right_turn[:2], 2)).json()["code"] == "burst_unknown"
+    assert (await end(right_turn, 0)).json()["code"] == "burst_unknown"
+    # A first part with a bad frame is refused whole; a good first part then begins the burst.
+    bad = await part([right_turn[0], b"not a jpeg"], 0)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_image"
+    assert (await part(right_turn[:3], 0)).json() == {"frames": 3}
+    # Begun twice, a part that skips frames, a part of another size, a part past the bound: 4xx, nothing kept.
+    assert (await part(right_turn[:3], 0)).json()["code"] == "burst_out_of_step"
+    assert (await part(right_turn[3:5], 5)).json()["code"] == "burst_out_of_step"
+    small = _jpeg(np.asarray(Image.open(io.BytesIO(right_turn[3])).resize((160, 120))))
+    assert (await part([small], 3)).json()["code"] == "frames_differ"
+    assert (await part(right_turn + right_turn[:2], 3)).json()["code"] == "too_many_frames"
+    assert (await part(right_turn[3:5], 3)).json() == {"frames": 5}
+    # An end with the wrong count refuses and ends the burst: a retry finds it gone.
+    wrong = await end(right_turn[5:], 4)
+    assert wrong.status_code == 409 and wrong.json()["code"] == "burst_out_of_step"
+    assert (await end(right_turn[5:], 5)).status_code == 404
+    # Too few in all, at the end: 422 (and gone).
+    assert (await part(right_turn[:1], 0, "another-burst-0123456789")).status_code == 200
+    few = await end(right_turn[1:3], 1, "another-burst-0123456789")
+    assert few.status_code == 422 and few.json()["code"] == "too_few_frames"
+    # The client maps what the gateway acts on.
+    with pytest.raises(NotFound) as gone:
+        await client.liveness(right_turn[5:], TurnDirection.RIGHT, burst="another-burst-0123456789", offset=1)
+    assert gone.value.error_code == "burst_unknown"
+    with pytest.raises(Conflict) as step:
+        await client.liveness_frames(BURST + "x", right_turn[:1], 0)
+        await client.liveness_frames(BURST + "x", right_turn[:1], 0)
+    assert step.value.error_code == "burst_out_of_step"
+
+
+async def test_streams_expire_and_the_oldest_is_dropped_first(pipeline: FacePipeline) -> None:
+    streams = Streams(pipeline, ttl_s=60.0, max_open=2)
+    a, b = streams.open("a" * 16), streams.open("b" * 16)
+    c = streams.open("c" * 16)  # over the cap: a goes
+    with pytest.raises(StreamGone):
+        streams.get("a" * 16)
+    assert streams.get("b" * 16) is b and streams.close("c" * 16) is c and len(streams) == 1 and a is not b
+    brief = Streams(pipeline, ttl_s=0.05, max_open=8)
+    brief.open("d" * 16)
+    await asyncio.sleep(0.1)
+    with pytest.raises(StreamGone):
+        brief.get("d" * 16)
