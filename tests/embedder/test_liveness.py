@@ -370,7 +370,7 @@ async def test_a_streamed_burst_out_of_step_or_gone_is_refused_and_ends(
         )
 
     async def end(frames: list[bytes], offset: int, burst: str = BURST) -> httpx.Response:
-        params = {"direction": "right", "burst": burst, "offset": offset}
+        params: dict[str, str | int] = {"direction": "right", "burst": burst, "offset": offset}
         return await embedder_http.post("/v1/liveness", params=params, files=_files(frames))
 
     # Never begun: the next part and the end are 404 (the gate then posts the whole burst).
