@@ -16,6 +16,7 @@ and redeem it with the burst of frames that answers it.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from datetime import timedelta
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import DependencyUnavailable, Unprocessable
+from services.common.errors import Conflict, DependencyUnavailable, NotFound, Unprocessable
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
 from services.embedder.client import EmbedderClient
 from services.gateway.auth import Principal
@@ -100,10 +101,61 @@ async def redeem(
     return None, "challenge_used" if found[0] is not None else "challenge_expired"
 
 
-async def analyse(embedder: EmbedderClient, frames: Sequence[Photo], direction: TurnDirection) -> LivenessResponse:
-    """The embedder's verdict; its 4xx about a frame (undecodable, too large) pass on, any fault is a 503."""
+def burst_id(nonce: str) -> str:
+    """The embedder's name for the burst answering `nonce`: a hash, so the nonce itself stays in the gateway."""
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+async def check_open(session: AsyncSession, *, nonce: str, principal: Principal, event: Event) -> None:
+    """A streamed part's nonce must be this key's and event's, unused and unexpired (read only: it is spent by
+    the decision that ends the burst)."""
+    found = (
+        await session.execute(
+            select(GateChallenge.nonce).where(
+                GateChallenge.nonce == nonce,
+                GateChallenge.gate_key_id == principal.key_id,
+                GateChallenge.event_id == event.id,
+                GateChallenge.used_at.is_(None),
+                GateChallenge.expires_at > func.clock_timestamp(),
+            )
+        )
+    ).first()
+    if found is None:
+        raise Conflict("no open challenge with this nonce for this gate: ask for a new one", code="challenge_closed")
+
+
+async def stream(embedder: EmbedderClient, frames: Sequence[Photo], nonce: str, offset: int) -> int:
+    """Pass a streamed part to the embedder, to be tracked now; the frames it holds of the burst so far."""
+    try:
+        progress = await embedder.liveness_frames(
+            burst_id(nonce), [f.data for f in frames], offset, frames[0].content_type
+        )
+    except (NotFound, Conflict) as exc:
+        raise BurstIncomplete() from exc
+    return progress.frames
+
+
+async def analyse(
+    embedder: EmbedderClient, frames: Sequence[Photo], direction: TurnDirection, nonce: str, streamed: int = 0
+) -> LivenessResponse:
+    """The embedder's verdict; its 4xx about a frame (undecodable, too large) pass on, any fault is a 503. With
+    `streamed` frames sent ahead, these end that burst; where the embedder no longer has it, 409
+    `burst_incomplete` (the nonce is not spent: the gate posts the whole burst)."""
     # the embedder sniffs each frame; this is the burst's declared type
-    return await embedder.liveness([f.data for f in frames], direction, frames[0].content_type)
+    data, ctype = [f.data for f in frames], frames[0].content_type
+    if not streamed:
+        return await embedder.liveness(data, direction, ctype)
+    try:
+        return await embedder.liveness(data, direction, ctype, burst=burst_id(nonce), offset=streamed)
+    except (NotFound, Conflict) as exc:
+        raise BurstIncomplete() from exc
+
+
+class BurstIncomplete(Conflict):
+    code = "burst_incomplete"
+
+    def __init__(self) -> None:
+        super().__init__("the frames streamed ahead of this burst are not all there: post the whole burst")
 
 
 def seen_from(result: LivenessResponse, settings: GatewaySettings, retry_after_s: int) -> Seen:
@@ -124,25 +176,34 @@ def seen_from(result: LivenessResponse, settings: GatewaySettings, retry_after_s
 
 @dataclass(frozen=True)
 class Burst:
-    """A burst of frames answering challenge `nonce` (a `gate.FaceSource`)."""
+    """A burst of frames answering challenge `nonce` (a `gate.FaceSource`): all of it, or its last frames after
+    `streamed` were sent ahead (`POST /v1/gate/burst/frames`)."""
 
     frames: list[Photo]
     nonce: str
     session: AsyncSession
     principal: Principal
+    streamed: int = 0
 
     def check(self) -> None:
-        if not FRAMES.min <= len(self.frames) <= FRAMES.max:
-            raise Unprocessable(
-                f"a burst has {FRAMES.min} to {FRAMES.max} frames, not {len(self.frames)}", code="burst_size"
-            )
-        for i, frame in enumerate(self.frames):
-            check_image(frame, what=f"frame {i}")
+        check_frames(self.frames, self.streamed, final=True)
 
     async def see(self, embedder: EmbedderClient, event: Event, settings: GatewaySettings) -> Seen:
         direction, why = await redeem(self.session, nonce=self.nonce, principal=self.principal, event=event)
         if direction is None:
             return Seen(None, Reason.LIVENESS_FAILED, liveness=why)
-        result = await analyse(embedder, self.frames, direction)
+        result = await analyse(embedder, self.frames, direction, self.nonce, self.streamed)
         check_embedded_model(result.model.id, event, embedder.retry_after_s)
         return seen_from(result, settings, embedder.retry_after_s)
+
+
+def check_frames(frames: Sequence[Photo], before: int, *, final: bool) -> None:
+    """A burst is FRAMES.min to FRAMES.max frames in all; a part of it has at least one, and leaves room for the
+    last part's."""
+    total = before + len(frames)
+    low, high = (FRAMES.min, FRAMES.max) if final else (1, FRAMES.max - 1)
+    if not frames or not low <= total <= high:
+        what = f"{before} streamed and {len(frames)} here" if before or not final else str(len(frames))
+        raise Unprocessable(f"a burst has {FRAMES.min} to {FRAMES.max} frames, not {what}", code="burst_size")
+    for i, frame in enumerate(frames):
+        check_image(frame, what=f"frame {before + i}")

@@ -324,6 +324,15 @@ class Challenge(BaseModel):
     max_duration_ms: int = Field(description="the burst should span at most this long, first frame to last")
 
 
+class StreamedFrames(BaseModel):
+    """Frames of a burst sent ahead of its end (`POST /v1/gate/burst/frames`), received and being analysed."""
+
+    frames: int = Field(
+        description="frames of this burst streamed so far: the `offset` of its next part and the "
+        "`streamed` of the decision that ends it"
+    )
+
+
 # --- access log -------------------------------------------------------------------------------------------------
 
 

@@ -202,6 +202,11 @@ def _burst(path: str) -> Builder:
     return build
 
 
+async def _streamed(w: World, t: Target, allowed: bool) -> Request:
+    # the first part of a burst streamed ahead of its decision: nothing decided, 202
+    return Request("POST", "/v1/gate/burst/frames", {"data": {"offset": "0"}, "files": [("frames", _photo(w, 3))]})
+
+
 async def _liveness(w: World, mode: str) -> None:
     for tenant, event_id in w.gate_events:
         r = await w.orgs[tenant].patch(f"/v1/events/{event_id}", json={"liveness": mode})
@@ -249,8 +254,9 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/gate/challenge"): Entry(Rule.GATE, 201, _const("POST", "/v1/gate/challenge")),
     ("POST", "/v1/gate/verify/burst"): Entry(Rule.GATE, 200, _burst("/v1/gate/verify/burst")),
     ("POST", "/v1/gate/identify/burst"): Entry(Rule.GATE, 200, _burst("/v1/gate/identify/burst")),
+    ("POST", "/v1/gate/burst/frames"): Entry(Rule.GATE, 202, _streamed),
 }
-LIVENESS_ROUTES = ("/v1/gate/challenge", "/v1/gate/verify/burst", "/v1/gate/identify/burst")
+LIVENESS_ROUTES = ("/v1/gate/challenge", "/v1/gate/verify/burst", "/v1/gate/identify/burst", "/v1/gate/burst/frames")
 # Operational and documentation routes are public by design; anything outside /v1/ (the web console and kiosk
 # pages and their static files) is public too: the pages hold no data, they call the API with the user's key.
 PUBLIC_OPS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -367,7 +373,7 @@ async def _send(w: World, key: tuple[str, str], entry: Entry, caller: Caller, ta
         return await w.raw.request(req.method, req.url, headers=headers, **kwargs)
     await _liveness(w, "challenge")
     try:
-        if key[1].endswith("/burst"):  # a gate's own fresh challenge; others never get as far as the nonce
+        if "/burst" in key[1]:  # a gate's own fresh challenge; others never get as far as the nonce
             r = await w.raw.post("/v1/gate/challenge", headers=headers)
             nonce = r.json()["nonce"] if r.status_code == 201 else "x" * 32
             kwargs["data"] = {**kwargs.get("data", {}), "nonce": nonce}

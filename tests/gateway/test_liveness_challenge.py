@@ -280,3 +280,116 @@ async def test_one_nonce_sent_twice_at_once_decides_once(live: Tenant, clip: lis
     assert sorted([decision(first), decision(second)]) == [("admit", "match"), ("deny", "liveness_failed")]
     rows = await log(live)
     assert sorted(e["liveness"] for e in rows[:2]) == ["challenge_used", "live"]
+
+
+# A streamed burst (POST /v1/gate/burst/frames while the person turns, then the rest with `streamed`).
+
+
+async def part(gate: httpx.AsyncClient, nonce: str, frames: list[Upload], offset: int) -> httpx.Response:
+    data = {"nonce": nonce, "offset": str(offset)}
+    return await gate.post("/v1/gate/burst/frames", data=data, files=[("frames", f) for f in frames])
+
+
+async def rest(
+    gate: httpx.AsyncClient, nonce: str, frames: list[Upload], streamed: int, ticket: str | None = None
+) -> httpx.Response:
+    data = {"nonce": nonce, "streamed": str(streamed)} | ({"ticket_code": ticket} if ticket else {})
+    path = "/v1/gate/verify/burst" if ticket else "/v1/gate/identify/burst"
+    return await gate.post(path, data=data, files=[("frames", f) for f in frames])
+
+
+def streamed_parts(gateway: Gateway) -> int:
+    return sum(1 for c in gateway.embedder.calls if c.endswith("/frames"))
+
+
+async def test_a_streamed_burst_is_decided_as_the_whole_one(
+    live: Tenant, clip: list[np.ndarray], gateway: Gateway
+) -> None:
+    c = await challenge(live.gate)
+    frames = live_turn(clip, c["direction"])
+    sent = streamed_parts(gateway)
+    r = await part(live.gate, c["nonce"], frames[:3], 0)
+    assert (r.status_code, r.json()) == (202, {"frames": 3}), r.text
+    r = await part(live.gate, c["nonce"], frames[3:5], 3)
+    assert (r.status_code, r.json()) == (202, {"frames": 5}), r.text
+    assert streamed_parts(gateway) == sent + 2
+    r = await rest(live.gate, c["nonce"], frames[5:], 5, ticket="LIVE-1")
+    assert decision(r) == ("admit", "match"), r.text
+    entry = (await log(live))[0]
+    assert (entry["decision"], entry["liveness"], entry["mode"]) == ("admit", "live", "verify")
+    # spent at the decision: no more parts, and the burst again is the spent nonce
+    r = await part(live.gate, c["nonce"], frames[:3], 0)
+    assert (r.status_code, r.json()["code"]) == (409, "challenge_closed"), r.text
+    assert decision(await burst(live.gate, c["nonce"], frames)) == ("deny", "liveness_failed")
+    # a flat photo streamed is a presentation attack, as whole
+    c = await challenge(live.gate)
+    photo = uploads(headturn.planar_turn(headturn.camera_frame(clip[headturn.FRONTAL_FRAME]), **headturn.PRINT_TURN))
+    assert (await part(live.gate, c["nonce"], photo[:4], 0)).status_code == 202
+    r = await rest(live.gate, c["nonce"], photo[4:], 4)
+    assert decision(r) == ("deny", "presentation_attack"), r.text
+    assert (await log(live))[0]["liveness"] == "planar_motion"
+
+
+async def test_streamed_parts_need_this_gates_open_challenge_and_store_nothing(
+    live: Tenant, new_tenant: Any, clip: list[np.ndarray], gateway: Gateway
+) -> None:
+    c = await challenge(live.gate)
+    frames = live_turn(clip, c["direction"])
+    before = len(await log(live))
+    r = await live.org.post("/v1/keys", json={"name": "gate 3", "role": "gate", "event_id": live.event_id})
+    second_gate = gateway.client(r.json()["token"])
+    elsewhere = await new_tenant(liveness="challenge")
+    for gate in (second_gate, elsewhere.gate):
+        r = await part(gate, c["nonce"], frames[:3], 0)
+        assert (r.status_code, r.json()["code"]) == (409, "challenge_closed"), r.text
+    r = await part(live.gate, "x" * 32, frames[:3], 0)
+    assert (r.status_code, r.json()["code"]) == (409, "challenge_closed"), r.text
+    plain = await new_tenant()
+    r = await part(plain.gate, c["nonce"], frames[:3], 0)
+    assert (r.status_code, r.json()["code"]) == (403, "liveness_off"), r.text
+    assert (await live.org.post("/v1/gate/burst/frames", data={"nonce": c["nonce"], "offset": "0"})).status_code == 403
+    cases: list[tuple[list[Upload], int, int, str]] = [
+        (frames + frames[:4], 0, 422, "burst_size"),  # 12 ahead leave nothing for the decision
+        (frames[:2], 10, 422, "burst_size"),
+        ([("a.txt", b"hello", "text/plain")], 0, 415, "unsupported_media_type"),
+        ([], 0, 422, "validation_error"),
+        (frames[:2], -1, 422, "validation_error"),
+    ]
+    for files, offset, status, code in cases:
+        r = await part(live.gate, c["nonce"], files, offset)
+        assert (r.status_code, r.json()["code"]) == (status, code), (offset, r.text)
+    assert len(await log(live)) == before, "nothing logged"
+    # the end's own bounds: streamed + these frames make a burst
+    for files, streamed in ((frames[:2], 11), (frames[:1], 2)):
+        r = await rest(live.gate, c["nonce"], files, streamed)
+        assert (r.status_code, r.json()["code"]) == (422, "burst_size"), r.text
+    assert len(await log(live)) == before
+
+
+async def test_a_burst_not_all_streamed_is_409_unspent_and_the_whole_burst_decides(
+    live: Tenant, clip: list[np.ndarray], gateway: Gateway
+) -> None:
+    before = len(await log(live))
+    c = await challenge(live.gate)
+    frames = live_turn(clip, c["direction"])
+    # the end claims more than arrived (a part lost on the way), then claims frames never streamed at all
+    assert (await part(live.gate, c["nonce"], frames[:3], 0)).status_code == 202
+    r = await rest(live.gate, c["nonce"], frames[5:], 5)
+    assert (r.status_code, r.json()["code"]) == (409, "burst_incomplete"), r.text
+    r = await rest(live.gate, c["nonce"], frames[3:], 3)  # the embedder ended that burst at the refusal
+    assert (r.status_code, r.json()["code"]) == (409, "burst_incomplete"), r.text
+    # a part out of step is refused too
+    assert (await part(live.gate, c["nonce"], frames[:3], 0)).status_code == 202
+    r = await part(live.gate, c["nonce"], frames[5:7], 5)
+    assert (r.status_code, r.json()["code"]) == (409, "burst_incomplete"), r.text
+    # a fault on a part: 503, nothing decided
+    gateway.embedder.fail = lambda req: req.url.path.endswith("/frames")
+    try:
+        r = await part(live.gate, c["nonce"], frames[3:5], 3)
+        assert (r.status_code, r.json()["code"]) == (503, "dependency_unavailable"), r.text
+    finally:
+        gateway.embedder.fail = None
+    assert len(await log(live)) == before, "no decision yet"
+    # the nonce was never spent: the whole burst decides
+    r = await burst(live.gate, c["nonce"], frames)
+    assert decision(r) == ("admit", "match"), r.text
