@@ -44,7 +44,8 @@ BLUR_JS = "for (const e of document.querySelectorAll('video, img, canvas')) e.st
 
 # Installed into a page before its scripts run (`watch(page)`), so tests wait on what the page did, not on
 # fixed sleeps: `__ticks` counts interval callbacks run (the kiosk's only interval is its camera sampling tick),
-# `__states` every value <body data-state> took, in order, and `__fetches` every fetch() the page made.
+# `__states` every value <body data-state> took, in order, `__fetches` every fetch() the page made, and
+# `__answers` each answered one's status and, for a form, its frame count and `offset` / `streamed` fields.
 WATCH_JS = """
 (() => {
   window.__ticks = 0;
@@ -55,9 +56,16 @@ WATCH_JS = """
     return every.call(window, function (...a) { window.__ticks++; return fn.apply(this, a); }, ms, ...args);
   };
   const fetch = window.fetch;
+  window.__answers = [];
   window.fetch = function (input, init) {
-    window.__fetches.push(`${(init && init.method) || "GET"} ${input}`);
-    return fetch.call(window, input, init);
+    const call = `${(init && init.method) || "GET"} ${input}`;
+    window.__fetches.push(call);
+    const body = init && init.body;
+    const form = body instanceof FormData
+      ? { frames: body.getAll("frames").length, offset: body.get("offset"), streamed: body.get("streamed") } : null;
+    const answer = fetch.call(window, input, init);
+    answer.then((r) => window.__answers.push({ call, status: r.status, form }), () => {});
+    return answer;
   };
   new MutationObserver((records) => {
     records.forEach((r, i) => {

@@ -148,9 +148,37 @@ def test_real_head_turning_as_asked_is_admitted(
     assert page.locator("#guide-arrow").inner_text() == {"left": "\u2190", "right": "\u2192"}[direction]
     fetches = page.evaluate("window.__fetches")
     assert "POST /v1/gate/identify/burst" in fetches and "POST /v1/gate/identify" not in fetches, fetches
+    # the first six frames went ahead while the head turned (3 + 3), the decision carried the last two
+    burst = [(a["call"], a["status"], a["form"]) for a in page.evaluate("window.__answers") if "/burst" in a["call"]]
+    assert burst[-3:] == [
+        ("POST /v1/gate/burst/frames", 202, {"frames": 3, "offset": "0", "streamed": None}),
+        ("POST /v1/gate/burst/frames", 202, {"frames": 3, "offset": "3", "streamed": None}),
+        ("POST /v1/gate/identify/burst", 200, {"frames": 2, "offset": None, "streamed": "6"}),
+    ], burst
     shots(page, "kiosk-liveness-admit")
     entry = last_log(site)
     assert (entry["decision"], entry["reason"], entry["liveness"]) == ("admit", "match", "live"), entry
+
+
+def test_when_streaming_fails_the_kiosk_sends_the_whole_burst(
+    site: Site, clip: list[np.ndarray], launch: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The streamed parts never reach the gateway (cut here, as a lost uplink or a gateway without the route):
+    the decision carries all eight frames and the live turn is still admitted."""
+    turns = {d: headturn.turn(clip, d, lead=0) for d in SLOTS}
+    issued: list[dict[str, Any]] = []
+    page = watch(launch(segment_video(turns, tmp_path / "head-turns.y4m")).new_page())
+    answer_challenges(page, site, issued)
+    page.route("**/v1/gate/burst/frames", lambda route: route.abort())
+    page.goto(f"{site.url}/kiosk#key={site.gate_token}")
+    page.wait_for_function(
+        "() => ['admit', 'deny', 'unknown'].includes(document.body.dataset.state)", timeout=DECISION_TIMEOUT_MS
+    )
+    assert page.locator("#result").get_attribute("data-decision") == "admit", page.locator("#result").inner_text()
+    burst = [(a["call"], a["status"], a["form"]) for a in page.evaluate("window.__answers") if "/burst" in a["call"]]
+    assert burst[-1] == ("POST /v1/gate/identify/burst", 200, {"frames": 8, "offset": None, "streamed": None}), burst
+    assert not any(call.endswith("/frames") for call, _, _ in burst), "an aborted part has no answer"
+    assert "POST /v1/gate/burst/frames" in page.evaluate("window.__fetches"), "the kiosk did try to stream"
 
 
 def test_printed_photo_turned_as_asked_is_a_presentation_attack(

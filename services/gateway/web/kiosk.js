@@ -9,7 +9,8 @@
 // On an event with the head-turn check (liveness "challenge", read from GET /v1/gate/event), a steady scene starts
 // a challenge instead: the gateway picks left or right, the page says so in words and with an arrow on that side
 // (the preview is mirrored, so the person's left is the screen's left and their picture turns the same way),
-// captures BURST_FRAMES frames over BURST_MS and posts them with the challenge's nonce. Capture starts with the
+// captures BURST_FRAMES frames over BURST_MS and posts them with the challenge's nonce (the first ones streamed
+// while the person turns, the rest with the decision). Capture starts with the
 // guidance: the first frames, while the person reads, are the still start the turn is measured from, and the
 // whole challenge adds about BURST_MS plus the burst's upload to a decision (issue 17: at most 1.5 s). A failed
 // turn is asked once more with a fresh challenge; a second failure is a decision like any other.
@@ -30,6 +31,10 @@ const GUIDANCE = new Set(["no_face", "multiple_faces", "low_quality"]);
 const BURST_FRAMES = 8;         // within the challenge's frames.min-frames.max
 const BURST_MS = 1200;          // capture span, under the challenge's max_duration_ms: reading, reacting, turning
 const RETRY_PAUSE_MS = 1200;    // "once more" stays up this long before the second challenge
+// Frames posted while the person is still turning, as parts of these sizes in capture order (the rest go with the
+// decision): the gateway tracks the face through them at once, so the answer after the last frame waits for the
+// last frames only (README "Gates with the challenge").
+const STREAM_AHEAD = [3, 3];
 
 const $ = (id) => document.getElementById(id);
 const video = $("preview");
@@ -226,8 +231,9 @@ function frameBlob(quality = 0.9) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // BURST_FRAMES frames evenly over BURST_MS (or the challenge's limit), each drawn on time; encoding overlaps.
-async function captureBurst(challenge) {
-  const count = Math.min(Math.max(BURST_FRAMES, challenge.frames.min), challenge.frames.max);
+// `taken(blobs, count)` hears of each frame as it is drawn (the streamer below).
+async function captureBurst(challenge, taken) {
+  const count = burstCount(challenge);
   const span = Math.min(BURST_MS, challenge.max_duration_ms);
   const start = performance.now();
   const blobs = [];
@@ -235,8 +241,46 @@ async function captureBurst(challenge) {
     const wait = start + (span * i) / (count - 1) - performance.now();
     if (wait > 0) await sleep(wait);
     blobs.push(frameBlob(0.85));
+    taken(blobs, count);
   }
   return Promise.all(blobs);
+}
+
+function burstCount(challenge) {
+  return Math.min(Math.max(BURST_FRAMES, challenge.frames.min), challenge.frames.max);
+}
+
+// Posts the burst's first frames in STREAM_AHEAD parts as they are taken, one after the other, so the gateway
+// tracks the face while the person is still turning. `held()` resolves to how many frames the gateway holds: the
+// decision then carries only the rest. Any refusal or fault stops the streaming (held() is 0 or the count before
+// it), and the decision then carries the whole burst: streaming only ever saves time.
+function streamer(nonce, signal) {
+  const ends = [];
+  STREAM_AHEAD.reduce((sum, n) => (ends.push(sum + n), sum + n), 0);
+  let queued = 0;
+  let chain = Promise.resolve(0);
+  return {
+    taken(blobs, count) {
+      const end = ends.find((e) => e > queued);
+      if (end === undefined || blobs.length !== end || end >= count) return;
+      const from = queued;
+      const part = blobs.slice(from, end);
+      queued = end;
+      chain = chain.then(async (held) => {
+        if (held !== from) return held;  // an earlier part did not arrive: the rest of the stream is moot
+        const form = new FormData();
+        form.append("nonce", nonce);
+        form.append("offset", String(from));
+        (await Promise.all(part)).forEach((blob, k) => form.append("frames", blob, `frame${from + k}.jpg`));
+        try {
+          return (await call(state.key, "POST", "/v1/gate/burst/frames", { form, signal })).frames;
+        } catch {
+          return -1;
+        }
+      });
+    },
+    held: async () => Math.max(await chain, 0),
+  };
 }
 
 function showGuide(direction) {
@@ -270,18 +314,31 @@ async function sendBurst(scene, attempt = 1) {
     if (seq !== state.seq) return;
     setState("challenge");
     showGuide(challenge.direction);
-    const frames = await captureBurst(challenge);
+    const stream = streamer(challenge.nonce, abort.signal);
+    const frames = await captureBurst(challenge, stream.taken);
     hideGuide();
     if (seq !== state.seq) return;
     setState("checking");
     status("Checking…");
-    const form = new FormData();
-    form.append("nonce", challenge.nonce);
-    frames.forEach((blob, i) => form.append("frames", blob, `frame${i}.jpg`));
-    if (ticket) form.append("ticket_code", ticket);
     timeout = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
-    const result = await call(state.key, "POST", ticket ? "/v1/gate/verify/burst" : "/v1/gate/identify/burst",
-      { form, signal: abort.signal });
+    const decide = (streamed) => {
+      const form = new FormData();
+      form.append("nonce", challenge.nonce);
+      if (streamed) form.append("streamed", String(streamed));
+      frames.slice(streamed).forEach((blob, i) => form.append("frames", blob, `frame${streamed + i}.jpg`));
+      if (ticket) form.append("ticket_code", ticket);
+      return call(state.key, "POST", ticket ? "/v1/gate/verify/burst" : "/v1/gate/identify/burst",
+        { form, signal: abort.signal });
+    };
+    const held = await stream.held();
+    let result;
+    try {
+      result = await decide(held);
+    } catch (err) {
+      // the gateway lost what was streamed (a restart, another replica): the nonce is unspent, send it all
+      if (!(held && err instanceof ApiError && err.code === "burst_incomplete")) throw err;
+      result = await decide(0);
+    }
     if (seq !== state.seq) return;
     clearProblem();
     if (result.decision === "deny" && result.reason === "liveness_failed" && attempt === 1) {
