@@ -83,6 +83,7 @@ class Sample:
     reason: str = ""
     server_ms: float | None = None  # the gateway's own frame-in to decision-out
     challenge_ms: float | None = None  # --liveness: asking for the challenge, client side
+    fallback: bool = False  # --stream: the streamed parts were refused or lost, the whole burst was sent
 
 
 @dataclass
@@ -576,12 +577,21 @@ async def liveness_run(
         tickets = st.tickets | {gl.INTERVIEWEE: await gl.enrol_interviewee(org, st.event_id, faces)}
     attacked = {p: faces / "dev" / p / f"{photo_numbers(faces / 'dev' / p)[-1]}.jpg" for p in st.tickets}
     bursts = gl.make_bursts(faces, attacked)
+    stream = tuple(int(x) for x in args.stream.split(",") if x) if args.stream else ()
 
-    def liveness_fire(n: int) -> Fire:
+    def liveness_fire(n: int, stream: tuple[int, ...] = ()) -> Fire:
         async def fire(client: httpx.AsyncClient, rng: random.Random, at: float) -> Sample:
             m, burst = gl.plan_burst(rng, args.mode, bursts)
             return await gl.send_burst(
-                client, n=n, mode=m, burst=burst, tickets=tickets, at=at, timeout=args.timeout, sample=Sample
+                client,
+                n=n,
+                mode=m,
+                burst=burst,
+                tickets=tickets,
+                at=at,
+                timeout=args.timeout,
+                sample=Sample,
+                stream=stream,
             )
 
         return fire
@@ -592,17 +602,21 @@ async def liveness_run(
     rows: list[dict[str, Any]] = []
     for n in levels_n:
         plain_cpu = None
-        for protocol in ("plain", "challenge"):
+        for protocol in ("plain", "challenge", "streamed") if stream else ("plain", "challenge"):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
-            fire = plain_fire(st, n, args.mode, args.timeout) if protocol == "plain" else liveness_fire(n)
-            kiosk = protocol == "challenge" and args.pace == "kiosk"
+            if protocol == "plain":
+                fire = plain_fire(st, n, args.mode, args.timeout)
+            else:
+                fire = liveness_fire(n, stream if protocol == "streamed" else ())
+            kiosk = protocol != "plain" and args.pace == "kiosk"
             samples, row = await cpu_level(stack, st, n, args, fire, plain_cpu, kiosk_pace=kiosk)
             row["protocol"] = protocol
             row["pace"] = "kiosk" if kiosk else f"{args.rate:g}/s"
             summary, per = row["summary"], row["cpu_ms_per_decision"]
             plain_cpu = per if protocol == "plain" else plain_cpu
-            if protocol == "challenge":
+            if protocol != "plain":
                 row["challenge_p99_ms"] = pct([s.challenge_ms for s in samples if s.challenge_ms is not None], 99)
+                row["stream_fallbacks"] = sum(s.fallback for s in samples)
             rows.append(row)
             print(
                 f"{n} gates {protocol}: p99 {summary['p99_ms']:.0f} ms, {per:.0f} CPU ms/decision ("
@@ -611,7 +625,7 @@ async def liveness_run(
                 flush=True,
             )
             await asyncio.sleep(2.0)
-    best = max((r["gates"] for r in rows if r["protocol"] == "challenge" and r["holds"]), default=0)
+    best = max((r["gates"] for r in rows if r["protocol"] != "plain" and r["holds"]), default=0)
     print(f"\n{gl.cpu_table(rows)}\n")
     print(f"largest N with the challenge holding p99 <= {args.p99_ms:.0f} ms after the burst, no errors: {best}")
     return {
@@ -654,6 +668,12 @@ def main() -> None:
         "which no kiosk can do), or closed loop: each gate's next challenge when its last decision is answered",
     )
     p.add_argument("--pause", type=float, default=0.0, help="--pace kiosk: seconds between an answer and the next")
+    p.add_argument(
+        "--stream",
+        default="",
+        help="--liveness: a third level per N, the burst's first frames streamed in parts of these sizes while "
+        "the capture runs (kiosk.js STREAM_AHEAD, e.g. 3,3); the latency is still from the capture's end",
+    )
     args = p.parse_args()
     if args.liveness and args.compare:
         raise SystemExit("--liveness or --compare, not both")

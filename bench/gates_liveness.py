@@ -129,8 +129,11 @@ async def send_burst(
     at: float,
     timeout: float,
     sample: Any,
+    stream: tuple[int, ...] = (),
 ) -> Any:
-    """One decision with the challenge; `sample` is gates.Sample (kept there so the report code is shared)."""
+    """One decision with the challenge; `sample` is gates.Sample (kept there so the report code is shared). With
+    `stream`, the burst's first frames go ahead in parts of those sizes while the capture runs (kiosk.js
+    STREAM_AHEAD), and the latency is still from the capture's end."""
     loop = asyncio.get_running_loop()
     lag = loop.time() - at
     try:
@@ -141,21 +144,66 @@ async def send_burst(
     if r.status_code != 201:
         return sample(n, mode, burst.kind, challenge_ms, lag * 1e3, r.status_code, reason="challenge")
     c = r.json()
+    begun = loop.time()  # the capture starts with the guidance
+    frames = burst.frames[c["direction"]]
+    streaming = asyncio.create_task(stream_ahead(client, c["nonce"], frames, stream, begun, timeout))
     await asyncio.sleep(CAPTURE_S)  # the person reads, turns, and the kiosk captures
-    files = [("frames", (f"f{i}.jpg", data, "image/jpeg")) for i, data in enumerate(burst.frames[c["direction"]])]
     data = {"nonce": c["nonce"]} | ({"ticket_code": tickets[burst.person]} if mode == "verify" else {})
     sent = loop.time()
+    fallback = False
     try:
-        r = await asyncio.wait_for(client.post(f"/v1/gate/{mode}/burst", data=data, files=files), timeout)
+        held = await streaming  # a kiosk waits for its parts' answers (normally long in)
+        r = await asyncio.wait_for(
+            client.post(f"/v1/gate/{mode}/burst", data=data | _streamed(held), files=_files(frames, held)), timeout
+        )
+        if held and r.status_code == 409:  # burst_incomplete: the nonce is unspent, send it all
+            fallback = True
+            r = await asyncio.wait_for(client.post(f"/v1/gate/{mode}/burst", data=data, files=_files(frames)), timeout)
     except (TimeoutError, httpx.HTTPError):
         return sample(n, mode, burst.kind, (loop.time() - sent) * 1e3, lag * 1e3, 0, challenge_ms=challenge_ms)
     s = sample(n, mode, burst.kind, (loop.time() - sent) * 1e3, lag * 1e3, r.status_code, challenge_ms=challenge_ms)
+    s.fallback = fallback or (bool(stream) and not held)
     if r.status_code == 200:
         body = r.json()
         s.decision, s.reason, s.server_ms = body["decision"], body["reason"], body.get("latency_ms")
     elif "json" in r.headers.get("content-type", ""):
         s.reason = str(r.json().get("code", ""))
     return s
+
+
+def _files(frames: list[bytes], first: int = 0) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("frames", (f"f{first + i}.jpg", data, "image/jpeg")) for i, data in enumerate(frames[first:])]
+
+
+def _streamed(held: int) -> dict[str, str]:
+    return {"streamed": str(held)} if held else {}
+
+
+async def stream_ahead(
+    client: httpx.AsyncClient, nonce: str, frames: list[bytes], parts: tuple[int, ...], begun: float, timeout: float
+) -> int:
+    """As kiosk.js's streamer: each part of `parts` frames posted once its last frame is taken (frames evenly over
+    CAPTURE_S from `begun`), one after the other; how many the gateway holds (0 after any refusal or fault: the
+    decision then carries the whole burst)."""
+    loop = asyncio.get_running_loop()
+    step = CAPTURE_S / (len(frames) - 1)
+    held = 0
+    for size in parts:
+        end = held + size
+        if end >= len(frames):
+            break
+        await asyncio.sleep(max(0.0, begun + (end - 1) * step - loop.time()))
+        files = [("frames", (f"f{held + i}.jpg", d, "image/jpeg")) for i, d in enumerate(frames[held:end])]
+        try:
+            r = await asyncio.wait_for(
+                client.post("/v1/gate/burst/frames", data={"nonce": nonce, "offset": str(held)}, files=files), timeout
+            )
+        except (TimeoutError, httpx.HTTPError):
+            return 0
+        if r.status_code != 202:
+            return 0
+        held = end
+    return held
 
 
 def plan_burst(rng: random.Random, mode: str, bursts: dict[str, list[BurstSet]]) -> tuple[str, BurstSet]:
