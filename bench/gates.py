@@ -577,7 +577,7 @@ async def liveness_run(
         tickets = st.tickets | {gl.INTERVIEWEE: await gl.enrol_interviewee(org, st.event_id, faces)}
     attacked = {p: faces / "dev" / p / f"{photo_numbers(faces / 'dev' / p)[-1]}.jpg" for p in st.tickets}
     bursts = gl.make_bursts(faces, attacked)
-    stream = tuple(int(x) for x in args.stream.split(",") if x) if args.stream else ()
+    streams = {f"streamed {'+'.join(v.split(','))}": tuple(int(x) for x in v.split(",")) for v in args.stream or []}
 
     def liveness_fire(n: int, stream: tuple[int, ...] = ()) -> Fire:
         async def fire(client: httpx.AsyncClient, rng: random.Random, at: float) -> Sample:
@@ -602,12 +602,12 @@ async def liveness_run(
     rows: list[dict[str, Any]] = []
     for n in levels_n:
         plain_cpu = None
-        for protocol in ("plain", "challenge", "streamed") if stream else ("plain", "challenge"):
+        for protocol in ("plain", "challenge", *streams):
             await gl.set_liveness(base, st.org_token, st.event_id, "off" if protocol == "plain" else "challenge")
             if protocol == "plain":
                 fire = plain_fire(st, n, args.mode, args.timeout)
             else:
-                fire = liveness_fire(n, stream if protocol == "streamed" else ())
+                fire = liveness_fire(n, streams.get(protocol, ()))
             kiosk = protocol != "plain" and args.pace == "kiosk"
             samples, row = await cpu_level(stack, st, n, args, fire, plain_cpu, kiosk_pace=kiosk)
             row["protocol"] = protocol
@@ -670,9 +670,10 @@ def main() -> None:
     p.add_argument("--pause", type=float, default=0.0, help="--pace kiosk: seconds between an answer and the next")
     p.add_argument(
         "--stream",
-        default="",
-        help="--liveness: a third level per N, the burst's first frames streamed in parts of these sizes while "
-        "the capture runs (kiosk.js STREAM_AHEAD, e.g. 3,3); the latency is still from the capture's end",
+        action="append",
+        help="--liveness: one more level per N (repeatable: one each), the burst's first frames streamed in parts "
+        "of these sizes while the capture runs (kiosk.js STREAM_AHEAD, e.g. 3,3); the latency is still from the "
+        "capture's end",
     )
     args = p.parse_args()
     if args.liveness and args.compare:

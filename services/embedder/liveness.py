@@ -1,5 +1,8 @@
 """The burst check of POST /v1/liveness: did a live head turn the asked way?
 
+A burst comes whole, or streamed in parts as the kiosk captures (`BurstCheck`, `Streams`): each part is decoded and
+tracked on arrival, so the burst's end waits only for its last frames.
+
 Cost (issue 17: at most twice a plain /v1/embed): MTCNN runs on ONE frame; the face is then tracked through
 the burst by dlib's 68-point predictor (~1 ms a frame, each frame searched in the box of the previous frame's
 points); MTCNN runs again only where the track is lost. Only the most frontal frame (the one the gateway decides

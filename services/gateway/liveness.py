@@ -12,6 +12,10 @@ and redeem it with the burst of frames that answers it.
 - The burst goes to the embedder's `/v1/liveness` with the challenge's direction; its verdict becomes the reason
   (`presentation_attack`, `liveness_failed`, or `no_face` / `multiple_faces` as guidance), its failure code goes
   to the access log only, and on `live` its most frontal face is decided on exactly as a single frame's.
+- Streaming (`stream`, `Burst.streamed`): a gate may post the burst's first frames while the person still turns;
+  they go to the embedder at once (to be tracked there, under the nonce's hash) and nothing is spent or decided.
+  The decision then carries the rest; where the embedder lost the parts it is 409 `burst_incomplete`, rolled back
+  like any 4xx, and the gate posts the whole burst with the same nonce.
 """
 
 from __future__ import annotations
