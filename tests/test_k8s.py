@@ -432,6 +432,10 @@ def test_gateway_points_at_the_services(overlay: str) -> None:
     ports = {s.name: s.port for s in SERVICES}
     assert env["FACEGATE_GATEWAY_EMBEDDER_URL"]["value"] == f"http://embedder:{ports['embedder']}"
     assert env["FACEGATE_GATEWAY_MATCHER_URL"]["value"] == f"http://matcher:{ports['matcher']}"
+    # a streamed burst's calls: one embedder pod per burst, from a headless Service listing every ready pod
+    pods = one(overlay, "Service", "embedder-pods")["spec"]
+    assert pods["clusterIP"] == "None" and pods["selector"] == one(overlay, "Service", "embedder")["spec"]["selector"]
+    assert env["FACEGATE_GATEWAY_EMBEDDER_STREAM_URL"]["value"] == f"http://embedder-pods:{pods['ports'][0]['port']}"
     redis_svc = one(overlay, "Service", "redis")
     redis_port = redis_svc["spec"]["ports"][0]["port"]
     assert env["FACEGATE_GATEWAY_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@redis:{redis_port}/0"

@@ -119,6 +119,7 @@ def create_app(
             timeout=settings.embedder_timeout_s,
             headers=bearer(settings.embedder_token),
             retry_after_s=settings.retry_after_s,
+            stream_url=settings.embedder_stream_url,
         )
         matcher = MatcherClient(
             base_url=settings.matcher_url,

@@ -17,6 +17,10 @@ class GatewaySettings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     embedder_url: str = "http://127.0.0.1:8001"
     matcher_url: str = "http://127.0.0.1:8002"
+    # Where a streamed burst's calls go (POST /v1/gate/burst/frames, then the decision): a name that resolves to
+    # every embedder process (Kubernetes: the headless Service `embedder-pods`), one picked per burst, since a
+    # streamed burst lives in one process's memory. Unset: embedder_url (one embedder process).
+    embedder_stream_url: str | None = None
 
     # The internal services' credentials (their INTERNAL_TOKENs); the app refuses to start without them
     embedder_token: SecretStr | None = None

@@ -21,7 +21,7 @@ from PIL import Image
 from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.embedder import QualityReason
 from services.contracts.liveness import LivenessFailure, LivenessResponse, LivenessVerdict, TurnDirection
-from services.embedder.client import EmbedderClient
+from services.embedder.client import EmbedderClient, Replicas, rendezvous
 from services.embedder.detector import Detection
 from services.embedder.geometry import similarity_transform
 from services.embedder.landmarks import box_from_mtcnn
@@ -417,3 +417,39 @@ async def test_streams_expire_and_the_oldest_is_dropped_first(pipeline: FacePipe
     await asyncio.sleep(0.1)
     with pytest.raises(StreamGone):
         brief.get("d" * 16)
+
+
+def test_a_burst_keeps_to_one_embedder_process_and_few_move_when_one_goes() -> None:
+    pods = [f"10.0.0.{i}" for i in range(1, 5)]
+    bursts = [f"burst-{k:04d}-0123456789" for k in range(400)]
+    picked = {b: rendezvous(pods, b) for b in bursts}
+    assert picked == {b: rendezvous(list(reversed(pods)), b) for b in bursts}, "the order of the DNS answer"
+    assert all(60 <= list(picked.values()).count(p) <= 140 for p in pods), "spread over the pods"
+    after = {b: rendezvous(pods[:-1], b) for b in bursts}  # a pod goes: only its bursts move
+    assert all(after[b] == picked[b] for b in bursts if picked[b] != pods[-1])
+
+
+async def test_streamed_calls_go_to_the_picked_process(embedder_app: FastAPI, right_turn: list[bytes]) -> None:
+    seen: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        seen.append(f"{request.url.host}:{request.url.port}{request.url.path}")
+
+    async with EmbedderClient(
+        "http://embedder",
+        transport=httpx.ASGITransport(app=embedder_app),
+        headers=EMBEDDER_HEADERS,
+        stream_url="http://127.0.0.1:8001",  # resolves to itself: one process
+    ) as c:
+        c._http.event_hooks["request"].append(record)
+        res = await _streamed(c, right_turn, TurnDirection.RIGHT, [3, 3], burst="picked-burst-0123456789")
+        assert res.verdict == LivenessVerdict.LIVE
+        await c.liveness(right_turn, TurnDirection.RIGHT)
+    assert seen == [
+        "127.0.0.1:8001/v1/liveness/bursts/picked-burst-0123456789/frames",
+        "127.0.0.1:8001/v1/liveness/bursts/picked-burst-0123456789/frames",
+        "127.0.0.1:8001/v1/liveness",
+        "embedder:None/v1/liveness",  # a whole burst: the Service, any process
+    ], seen
+    unresolvable = Replicas("http://no-such-host.invalid:8001")
+    assert await unresolvable.pick("x") == "http://no-such-host.invalid:8001"  # the gate then falls back
