@@ -270,6 +270,7 @@ async def liveness_frames(
             raise StreamOutOfStep(f"{check.frames} frames of this burst arrived, not {offset}")
         _bound(pipeline, check.frames + len(frames), final=False)
         await check.add(frames)
+        streams.trim()
         await check.embed_first()
         return BurstProgress(frames=check.frames)
 

@@ -35,7 +35,8 @@ def create_app(settings: EmbedderSettings | None = None, *, pipeline: FacePipeli
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipe = pipeline or FacePipeline(settings)
         app.state.pipeline = pipe
-        app.state.streams = Streams(pipe, settings.liveness.stream_ttl_s, settings.liveness.max_streams)
+        rules = settings.liveness
+        app.state.streams = Streams(pipe, rules.stream_ttl_s, rules.max_streams, rules.max_stream_bytes)
         pipe.start_batchers()
         loader: asyncio.Task[None] | None = None
         if not pipe.ready:

@@ -378,6 +378,10 @@ class BurstCheck:
     def frames(self) -> int:
         return len(self.rgbs)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(rgb.nbytes for rgb in self.rgbs)
+
     async def add(self, frames: list[bytes]) -> None:
         """Decode a part (all of it, or nothing: a bad frame is a 4xx and the burst stays as it was), then track."""
         if not self.rgbs:
@@ -475,11 +479,19 @@ class Streams:
     (the oldest is dropped first). A burst that is gone (expired, dropped, another replica, a restart) is a 404 at
     its end, and the gate posts the whole burst instead: streaming only ever saves time, never decides."""
 
-    def __init__(self, pipeline: FacePipeline, ttl_s: float, max_open: int) -> None:
+    def __init__(self, pipeline: FacePipeline, ttl_s: float, max_open: int, max_bytes: int = 1 << 62) -> None:
         self.pipeline = pipeline
         self.ttl_s = ttl_s
         self.max_open = max_open
+        self.max_bytes = max_bytes  # decoded frames held, all bursts together: a gate key cannot fill the memory
         self._open: OrderedDict[str, tuple[float, BurstCheck]] = OrderedDict()
+
+    def trim(self) -> None:
+        """Drop the oldest bursts while the frames held exceed `max_bytes` (the one just fed too, if it alone
+        does: its gate sends the burst whole)."""
+        held = sum(check.nbytes for _, check in self._open.values())
+        while self._open and held > self.max_bytes:
+            held -= self._open.popitem(last=False)[1][1].nbytes
 
     def _prune(self) -> None:
         now = time.monotonic()

@@ -111,9 +111,12 @@ class LivenessThresholds(BaseModel):
     same_face_fmr: float = Field(default=0.01, gt=0.0, lt=1.0)
     # A streamed burst (POST /v1/liveness/bursts/{id}/frames, then /v1/liveness?burst=id) is kept in memory this
     # long from its first part, and at most this many at once (the oldest dropped): a gate whose burst is gone
-    # posts it whole. 16 gates hold 16; each is its decoded frames (~1 MB a 640x480 frame).
+    # posts it whole. 16 gates hold 16; each is its decoded frames (~1 MB a 640x480 frame), and all of them
+    # together at most max_stream_bytes (the oldest dropped first), so a gate key sending large frames to many
+    # challenges cannot fill this process's memory.
     stream_ttl_s: float = Field(default=30.0, gt=0.0, le=600.0)
     max_streams: int = Field(default=64, ge=1, le=4096)
+    max_stream_bytes: int = Field(default=512 * 1024 * 1024, ge=16 * 1024 * 1024)
 
 
 class EmbedderSettings(BaseSettings):

@@ -453,3 +453,21 @@ async def test_streamed_calls_go_to_the_picked_process(embedder_app: FastAPI, ri
     ], seen
     unresolvable = Replicas("http://no-such-host.invalid:8001")
     assert await unresolvable.pick("x") == "http://no-such-host.invalid:8001"  # the gate then falls back
+
+
+async def test_streams_hold_at_most_their_byte_budget(embedder_app: FastAPI, right_turn: list[bytes]) -> None:
+    pipeline = embedder_app.state.pipeline
+    frame = np.asarray(Image.open(io.BytesIO(right_turn[0]))).nbytes
+    streams = Streams(pipeline, ttl_s=60.0, max_open=8, max_bytes=5 * frame)
+    older = streams.open("older-burst-0123456789")
+    await older.add(right_turn[:3])
+    streams.trim()
+    newer = streams.open("newer-burst-0123456789")
+    await newer.add(right_turn[:3])
+    streams.trim()  # 6 frames held > 5: the older burst goes
+    assert newer.nbytes == 3 * frame and len(streams) == 1
+    with pytest.raises(StreamGone):
+        streams.get("older-burst-0123456789")
+    await newer.add(right_turn[3:6])
+    streams.trim()  # alone over the budget: it goes too, and its gate sends the burst whole
+    assert len(streams) == 0
