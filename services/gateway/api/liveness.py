@@ -37,6 +37,10 @@ Frames = Annotated[
         "its frames not yet sent)"
     ),
 ]
+PartFrames = Annotated[
+    list[UploadFile],
+    File(description="the burst's next frames (JPEG/PNG) in capture order, as they are taken"),
+]
 
 
 @router.get("/event", response_model=GateEvent)
@@ -53,7 +57,8 @@ async def challenge(session: SessionDep, principal: RequireGate, settings: Setti
     """A head-turn challenge for the next decision (events with `liveness: challenge`; else 403 `liveness_off`):
     ask the person to turn their head slightly to `direction` (their own left or right), capture
     `frames.min`-`frames.max` frames over at most `max_duration_ms`, and post them with `nonce` to
-    `/v1/gate/identify/burst` or `/v1/gate/verify/burst` before `expires_at`. The nonce decides once."""
+    `/v1/gate/identify/burst` or `/v1/gate/verify/burst` before `expires_at` (the first ones may go ahead while the
+    person turns: `/v1/gate/burst/frames`). The nonce decides once."""
     event = await session.get(Event, principal.event_id) if principal.event_id else None
     if event is None:
         raise EventNotFound()
@@ -73,7 +78,7 @@ async def burst_frames(
     principal: RequireGate,
     embedder: EmbedderDep,
     nonce: Nonce,
-    frames: Frames,
+    frames: PartFrames,
     offset: Annotated[int, Form(ge=0, le=liveness.FRAMES.max, description="frames of this burst sent before these")],
 ) -> StreamedFrames:
     """Optional: stream a burst's frames while the person is still turning, so that the decision at its end
