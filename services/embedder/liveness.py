@@ -46,6 +46,7 @@ from services.embedder.liveness_geometry import (
     texture_parallax,
     yaw_degrees,
 )
+from services.embedder.metrics import STREAMS, STREAMS_OPEN
 from services.embedder.pipeline import FacePipeline, face_message
 from services.embedder.quality import assess_face, image_reasons
 from services.embedder.settings import LivenessThresholds
@@ -491,35 +492,48 @@ class Streams:
         does: its gate sends the burst whole)."""
         held = sum(check.nbytes for _, check in self._open.values())
         while self._open and held > self.max_bytes:
-            held -= self._open.popitem(last=False)[1][1].nbytes
+            held -= self._drop_oldest("dropped").nbytes
+
+    def _drop_oldest(self, outcome: str) -> BurstCheck:
+        check = self._open.popitem(last=False)[1][1]
+        STREAMS.labels(outcome).inc()
+        STREAMS_OPEN.set(len(self._open))
+        return check
 
     def _prune(self) -> None:
         now = time.monotonic()
         while self._open and next(iter(self._open.values()))[0] < now - self.ttl_s:
-            self._open.popitem(last=False)
+            self._drop_oldest("expired")
 
     def open(self, burst_id: str) -> BurstCheck:
         self._prune()
         if burst_id in self._open:
             begun = self._open[burst_id][1]
             if begun.frames:
+                STREAMS.labels("out_of_step").inc()
                 raise StreamOutOfStep("this burst has begun: send its next frames with their offset")
             return begun  # its first part was refused (a bad frame): this one begins it
         while len(self._open) >= self.max_open:
-            self._open.popitem(last=False)
+            self._drop_oldest("dropped")
         check = BurstCheck(self.pipeline)
         self._open[burst_id] = (time.monotonic(), check)
+        STREAMS.labels("begun").inc()
+        STREAMS_OPEN.set(len(self._open))
         return check
 
     def get(self, burst_id: str) -> BurstCheck:
         self._prune()
         if burst_id not in self._open:
+            STREAMS.labels("gone").inc()
             raise StreamGone("no such burst here (expired, dropped or never begun): send the whole burst")
         return self._open[burst_id][1]
 
     def close(self, burst_id: str) -> BurstCheck:
+        """End a burst (its last frames have come): whatever the answer, it is no longer held."""
         check = self.get(burst_id)
         del self._open[burst_id]
+        STREAMS.labels("ended").inc()
+        STREAMS_OPEN.set(len(self._open))
         return check
 
     def __len__(self) -> int:

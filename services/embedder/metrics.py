@@ -32,6 +32,14 @@ QUALITY_REASONS = Counter(
 )
 IMAGES = Counter("facegate_embedder_images_total", "Images embedded", ["profile", "passed"])
 READY = Gauge("facegate_embedder_ready", "1 when models are loaded and warmed")
+# Streamed bursts (liveness.Streams): how they end. Many `gone` or `dropped` mean the gateway's parts reach other
+# processes (FACEGATE_GATEWAY_EMBEDDER_STREAM_URL) or the limits are too tight: the gates then send bursts whole.
+STREAMS = Counter(
+    "facegate_embedder_streams_total",
+    "Streamed bursts by outcome",
+    ["outcome"],  # begun | ended | gone | out_of_step | expired | dropped
+)
+STREAMS_OPEN = Gauge("facegate_embedder_streams_open", "Streamed bursts held in memory")
 
 
 def observe_batch(stage: str):  # type: ignore[no-untyped-def]

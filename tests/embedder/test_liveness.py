@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from services.common.errors import Conflict, NotFound, Unprocessable
 from services.contracts.embedder import QualityReason
@@ -373,6 +374,11 @@ async def test_a_streamed_burst_out_of_step_or_gone_is_refused_and_ends(
         params: dict[str, str | int] = {"direction": "right", "burst": burst, "offset": offset}
         return await embedder_http.post("/v1/liveness", params=params, files=_files(frames))
 
+    def counted() -> dict[str, float]:
+        outcomes = ("begun", "ended", "gone", "out_of_step")
+        return {o: REGISTRY.get_sample_value("facegate_embedder_streams_total", {"outcome": o}) or 0 for o in outcomes}
+
+    before = counted()
     # Never begun: the next part and the end are 404 (the gate then posts the whole burst).
     assert (await part(right_turn[:2], 2)).json()["code"] == "burst_unknown"
     assert (await end(right_turn, 0)).json()["code"] == "burst_unknown"
@@ -403,6 +409,9 @@ async def test_a_streamed_burst_out_of_step_or_gone_is_refused_and_ends(
         await client.liveness_frames(BURST + "x", right_turn[:1], 0)
         await client.liveness_frames(BURST + "x", right_turn[:1], 0)
     assert step.value.error_code == "burst_out_of_step"
+    # what an operator sees of it (facegate_embedder_streams_total)
+    after = counted()
+    assert {o: after[o] - before[o] for o in after} == {"begun": 3, "ended": 2, "gone": 4, "out_of_step": 4}
 
 
 async def test_streams_expire_and_the_oldest_is_dropped_first(pipeline: FacePipeline) -> None:
