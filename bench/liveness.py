@@ -1,7 +1,7 @@
 """Presentation-attack detection (issue 17): APCER per attack type and BPCER, ISO/IEC 30107-3 terms.
 
     .venv/bin/python bench/liveness.py [--faces DIR] [--per-kind 50] [--seed 17] [--json out.json]
-                                       [--extra DIR] [--only-split third_person|new_people|round2|round3 ...]
+                                       [--extra DIR] [--only-split third_person|new_people|round2|round3|round4 ...]
 
 SYNTHETIC ATTACKS: no spoof dataset is installable here, so every attack is rendered from real photos and real
 video by `services/tools/attacks.py` (print, curved print, phone screen, replayed recording). Bona fide
@@ -17,7 +17,9 @@ Split (thresholds are chosen on TUNING only; HELD-BACK is measured once at the s
   ../shared/faces (`--extra DIR`; absent clips are skipped): third_person (measured once, then the third pass's
   material), new_people (measured once, then the texture statistic's material), round2 (six more people, measured
   once at the shipped setting, nothing chosen on them; since session 8 tuning material too), round3 (six more
-  people, session 8: held back from every choice made that session). `--only-split` runs just those bursts, no
+  people, session 8: held back from every choice made that session; since session 9 the material of the face-size
+  floor), round4 (six more people, session 9: held back from every choice, measured once). `--only-split` runs
+  just those bursts, no
   tuning. `--fourth-pass` (session 8): the thresholds again on the twelve people with bursts in PEOPLE_SPLITS,
   scored per person (leave one person out); it changed nothing (README "Presentation attacks").
 
@@ -126,6 +128,21 @@ TURNS = [
             "ted": "0-40 right",
             "redcarpet": "4-20 right, 20-21 left, 21-24 right, 24-25 left, 25-34 right, 34-41 left, 41-44 right, "
             "44-49 left, 49-54 right, 54-61 left, 61-67 right, 67-90 left, 90-127 right, 127-129 left",
+            # round 4 (session 9; six more people, cut before anything else ran on them): held back from every
+            # choice, measured once (hearing: a jump cut at frame 33, inside its first turn, found by eye)
+            "darkroom": "7-34 left, 34-57 right, 57-82 left, 82-98 right, 98-110 left, 110-133 right, 133-162 left, "
+            "162-176 right, 176-189 left, 189-211 right, 211-235 left, 235-258 right, 258-310 left, 310-313 right, "
+            "313-322 left, 322-327 right, 327-341 left, 341-358 right, 358-400 left, 400-416 right, 416-444 left",
+            "hearing": "5-35 right, 35-101 left, 101-130 right, 130-137 left, 137-145 right, 145-175 left, "
+            "175-199 right",
+            "shake": "0-7 right, 7-16 left, 16-26 right, 26-37 left, 37-47 right, 47-56 left, 56-67 right, 67-79 left, "
+            "79-88 right, 88-100 left, 100-112 right, 112-122 left, 122-133 right, 133-145 left, 145-155 right, "
+            "155-168 left, 168-178 right, 178-188 left, 188-199 right, 199-208 left, 208-218 right, 218-228 left, "
+            "228-238 right, 238-249 left, 249-259 right, 259-269 left, 269-278 right, 278-287 left, 287-299 right",
+            "talkshow": "0-27 right, 27-67 left, 67-127 right, 127-130 left, 130-134 right, 134-224 left, "
+            "224-299 right",
+            "filmscene": "0-28 right, 28-33 left, 33-50 right, 50-166 left",
+            "wallvlog": "4-19 right, 19-49 left, 49-57 right, 57-133 left, 133-193 right, 193-232 left, 232-239 right",
         }.items()
         for part in cut.split(", ")
         for span, d in [part.split(" ")]
@@ -160,10 +177,18 @@ EXTRA_CLIPS = {
     "film": "skyreels_norm_macdonald_movie_turn.mp4",  # SkyworkAI/SkyReels-A1 assets/driving_video/1.mp4
     "ted": "lrs3_ted_glasses_man_profile_to_frontal.mp4",  # filby89/spectre samples/LRS3/0Fi83BHQsMA_00002.mp4
     "redcarpet": "ytf_orlando_bloom_redcarpet_turns.avi",  # SueGreen/face-pose-estimation data/orlando_bloom.avi
+    # round 4 (session 9)
+    "darkroom": "lia_webcam_man_darkroom_turns.mov",  # wyhsirius/LIA data/vox/driving3.mov
+    "hearing": "sadtalker_hdtf_katie_hill_turn.mp4",  # OpenTalker/SadTalker examples/ref_video/WDA_KatieHill_000.mp4
+    "shake": "noddingpigeon_istock_man_headshake.mp4",  # bhky/nodding-pigeon tests/head_turning.mp4
+    "talkshow": "smirk_skarsgard_talkshow_turn.mp4",  # georgeretsi/smirk samples/skarsgard.mp4
+    "filmscene": "vasa1hack_celebvhq_leslie_mann_movie_turn.mp4",  # johndpope/VASA-1-hack junk/-2KGPYEFnsU_11.mp4
+    "wallvlog": "styleganex_vlog_woman_turns.mp4",  # williamyang1991/StyleGANEX data/390.mp4
 }
 ROUND2 = ("interview2", "selfie", "studio", "chatshow", "athlete", "cropped")
 ROUND3 = ("studio2", "vlog", "musicvideo", "film", "ted", "redcarpet")
-SPLITS = ("tuning", "held_back", "second_person", "third_person", "new_people", "round2", "round3")
+ROUND4 = ("darkroom", "hearing", "shake", "talkshow", "filmscene", "wallvlog")
+SPLITS = ("tuning", "held_back", "second_person", "third_person", "new_people", "round2", "round3", "round4")
 
 
 def yaw_trace(pipe: FacePipeline, clip: list[np.ndarray]) -> tuple[list[float | None], list[float | None]]:
@@ -239,7 +264,10 @@ def turn_split(name: str, clip_name: str) -> str:
     if clip_name in EXTRA_CLIPS:
         if clip_name == "webcam":
             return "third_person"
-        return "round2" if clip_name in ROUND2 else "round3" if clip_name in ROUND3 else "new_people"
+        for split, clips in (("round2", ROUND2), ("round3", ROUND3), ("round4", ROUND4)):
+            if clip_name in clips:
+                return split
+        return "new_people"
     return "second_person" if clip_name == "stage" else "held_back"
 
 
@@ -612,8 +640,14 @@ async def run_checks(pipe: FacePipeline, cases: list[Case]) -> None:
         t0 = time.process_time()
         res = await check_burst(pipe, c.frames, c.direction)
         t1 = time.process_time()
-        await pipe.aembed_image(c.frames[0])
+        plain = await pipe.aembed_image(c.frames[0])
         t2 = time.process_time()
+        if plain.faces:  # the first frame's largest face: its box height and eye-to-mouth distance, px
+            f = plain.faces[0]
+            eyes = np.mean([f.landmarks.left_eye, f.landmarks.right_eye], axis=0)
+            mouth = np.mean([f.landmarks.mouth_left, f.landmarks.mouth_right], axis=0)
+            c.results["face_px"] = f.box.height
+            c.results["eye_mouth_px"] = round(float(np.hypot(*(mouth - eyes))), 1)
         c.results["verdict"] = res.verdict.value
         c.results["failure"] = res.failure.value if res.failure else None
         c.results["turn"], c.results["planarity"] = res.turn, res.planarity
@@ -735,7 +769,7 @@ def main() -> None:
     ap.add_argument("--extra", default=None, help="folder of EXTRA_CLIPS (default: --faces/live/extra)")
     ap.add_argument(
         "--only-split",
-        choices=("third_person", "new_people", "round2", "round3"),
+        choices=("third_person", "new_people", "round2", "round3", "round4"),
         action="append",
         help="only these extra clips' bona fide turns and replays, at the settings' values (no tuning, no photos)",
     )
@@ -746,21 +780,33 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pipe = FacePipeline()
     pipe.load()
-    clips: dict[str, list[np.ndarray] | None] = {name: read_clip(faces / path) for name, path in CLIPS.items()}
+    # Round 4 alone (session 9) renders only its own clips: its replays draw from their own generator, so they are
+    # the same bursts whether the rest is rendered or not.
+    only4 = set(args.only_split or ()) == {"round4"}
+    clips: dict[str, list[np.ndarray] | None] = {
+        name: None if only4 else read_clip(faces / path) for name, path in CLIPS.items()
+    }
     extra = Path(args.extra) if args.extra else faces / "live" / "extra"
     for name, file in EXTRA_CLIPS.items():
-        clips[name] = read_clip(extra / file) if (extra / file).is_file() else None
-        if clips[name] is None:
+        wanted = name in ROUND4 or not only4
+        clips[name] = read_clip(extra / file) if wanted and (extra / file).is_file() else None
+        if wanted and clips[name] is None:
             print(f"{name} skipped: {extra / file} not found (EXTRA_CLIPS says where it comes from)")
+    rng4 = np.random.default_rng([args.seed, 4])
+    if only4:
+        cases = bona_fide_cases(clips) + replay_cases(clips, rng4, args.replays, set(ROUND4))
+        only_extra(pipe, cases, args.json)
+        return
     t0 = time.perf_counter()
     # The stage clip's and then the webcam clip's replays are drawn last so that every earlier case keeps its
     # random draw (the same seed gives the same interview replays and photo attacks as before they were added).
     cases = bona_fide_cases(clips) + replay_cases(clips, rng, args.replays, {"interview"})
     cases += photo_cases(pipe, faces, rng, args.per_kind) + replay_cases(clips, rng, args.replays, {"stage"})
     cases += replay_cases(clips, rng, args.replays, {"webcam"})
-    cases += replay_cases(clips, rng, args.replays, set(EXTRA_CLIPS) - {"webcam", *ROUND2, *ROUND3})
+    cases += replay_cases(clips, rng, args.replays, set(EXTRA_CLIPS) - {"webcam", *ROUND2, *ROUND3, *ROUND4})
     cases += replay_cases(clips, rng, args.replays, set(ROUND2))
     cases += replay_cases(clips, rng, args.replays, set(ROUND3))
+    cases += replay_cases(clips, rng4, args.replays, set(ROUND4))
     print(f"rendered {len(cases)} bursts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.fourth_pass:
         out = fourth_pass(pipe, cases, pipe.settings.liveness)

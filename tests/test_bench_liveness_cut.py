@@ -45,9 +45,24 @@ def test_bursts_stay_inside_the_clip_and_long_turns_give_none() -> None:
 def test_every_extra_clip_has_one_split_and_round3_is_held_back_from_the_passes() -> None:
     """The splits are what the README's one-shot claims rest on: round 3 (session 8) must not feed the fourth pass
     (PEOPLE_SPLITS) nor any earlier one, and each person's bursts (mirrored or not) must count as that person."""
-    from bench.liveness import EXTRA_CLIPS, PEOPLE_SPLITS, RATIO_SPLITS, ROUND2, ROUND3, TURNS, Case, person, turn_split
+    from bench.liveness import (
+        EXTRA_CLIPS,
+        PEOPLE_SPLITS,
+        RATIO_SPLITS,
+        ROUND2,
+        ROUND3,
+        ROUND4,
+        TURNS,
+        Case,
+        person,
+        turn_split,
+    )
 
     assert set(ROUND3) <= set(EXTRA_CLIPS) and not set(ROUND3) & set(ROUND2)
+    # round 4 (session 9): six more people, in no earlier round and in no pass
+    assert set(ROUND4) <= set(EXTRA_CLIPS) and not set(ROUND4) & (set(ROUND2) | set(ROUND3))
+    assert all(turn_split(f"{clip}:0-10", clip) == "round4" for clip in ROUND4)
+    assert "round4" not in PEOPLE_SPLITS and "round4" not in RATIO_SPLITS
     for turn, clip, *_ in TURNS:
         split = turn_split(turn, clip)
         assert (split == "round3") == (clip in ROUND3)
