@@ -193,7 +193,7 @@ async def stream_ahead(
         if end >= len(frames):
             break
         await asyncio.sleep(max(0.0, begun + (end - 1) * step - loop.time()))
-        files = [("frames", (f"f{held + i}.jpg", d, "image/jpeg")) for i, d in enumerate(frames[held:end])]
+        files = _files(frames[:end], held)
         try:
             r = await asyncio.wait_for(
                 client.post("/v1/gate/burst/frames", data={"nonce": nonce, "offset": str(held)}, files=files), timeout

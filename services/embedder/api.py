@@ -18,8 +18,7 @@ from services.contracts.embedder import EmbedResponse, QualityProfile
 from services.contracts.liveness import BURST_ID_PATTERN, BurstProgress, LivenessResponse, TurnDirection
 from services.contracts.models import ModelDescriptor
 from services.embedder.imaging import EmptyBody
-from services.embedder.liveness import StreamOutOfStep, Streams, check_burst
-from services.embedder.metrics import STREAMS
+from services.embedder.liveness import Streams, check_burst
 from services.embedder.pipeline import FacePipeline
 
 # Room for multipart boundaries and part headers on top of the image itself.
@@ -242,9 +241,7 @@ async def liveness(
         return await check_burst(pipeline, frames, direction)
     check = streams.close(burst)  # ended here, whatever the answer: a retry sends the whole burst
     async with check.lock:
-        if offset != check.frames:
-            STREAMS.labels("out_of_step").inc()
-            raise StreamOutOfStep(f"{check.frames} frames of this burst arrived, not {offset}: send the whole burst")
+        check.expect(offset)
         _bound(pipeline, check.frames + len(frames), final=True)
         await check.add(frames)
         return await check.finish(direction)
@@ -268,9 +265,7 @@ async def liveness_frames(
     frames = await _burst_frames(request, pipeline)
     check = streams.open(burst) if offset == 0 else streams.get(burst)
     async with check.lock:
-        if offset != check.frames:
-            STREAMS.labels("out_of_step").inc()
-            raise StreamOutOfStep(f"{check.frames} frames of this burst arrived, not {offset}")
+        check.expect(offset)
         _bound(pipeline, check.frames + len(frames), final=False)
         await check.add(frames)
         streams.trim()

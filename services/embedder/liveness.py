@@ -379,6 +379,12 @@ class BurstCheck:
     def frames(self) -> int:
         return len(self.rgbs)
 
+    def expect(self, offset: int) -> None:
+        """The next part must follow the frames already here."""
+        if offset != self.frames:
+            STREAMS.labels("out_of_step").inc()
+            raise StreamOutOfStep(f"{self.frames} frames of this burst arrived, not {offset}: send the whole burst")
+
     @property
     def nbytes(self) -> int:
         return sum(rgb.nbytes for rgb in self.rgbs)

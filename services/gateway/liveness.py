@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Conflict, DependencyUnavailable, NotFound, Unprocessable
@@ -78,16 +78,21 @@ async def issue(session: AsyncSession, *, principal: Principal, event: Event, tt
     )
 
 
+def _mine(nonce: str, principal: Principal, event: Event) -> tuple[ColumnElement[bool], ...]:
+    """The challenge `nonce`, if it is this gate key's and this event's."""
+    return (
+        GateChallenge.nonce == nonce,
+        GateChallenge.gate_key_id == principal.key_id,
+        GateChallenge.event_id == event.id,
+    )
+
+
 async def redeem(
     session: AsyncSession, *, nonce: str, principal: Principal, event: Event
 ) -> tuple[TurnDirection | None, str]:
     """The challenge's direction, now spent; or None and why (for the access log)."""
     now = func.clock_timestamp()
-    mine = (
-        GateChallenge.nonce == nonce,
-        GateChallenge.gate_key_id == principal.key_id,
-        GateChallenge.event_id == event.id,
-    )
+    mine = _mine(nonce, principal, event)
     spent = (
         await session.execute(
             update(GateChallenge)
@@ -116,9 +121,7 @@ async def check_open(session: AsyncSession, *, nonce: str, principal: Principal,
     found = (
         await session.execute(
             select(GateChallenge.nonce).where(
-                GateChallenge.nonce == nonce,
-                GateChallenge.gate_key_id == principal.key_id,
-                GateChallenge.event_id == event.id,
+                *_mine(nonce, principal, event),
                 GateChallenge.used_at.is_(None),
                 GateChallenge.expires_at > func.clock_timestamp(),
             )

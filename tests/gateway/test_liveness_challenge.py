@@ -62,8 +62,12 @@ async def challenge(gate: httpx.AsyncClient) -> dict[str, Any]:
     return dict(r.json())
 
 
-async def burst(gate: httpx.AsyncClient, nonce: str, frames: list[Upload], ticket: str | None = None) -> httpx.Response:
+async def burst(
+    gate: httpx.AsyncClient, nonce: str, frames: list[Upload], ticket: str | None = None, streamed: int = 0
+) -> httpx.Response:
+    """A burst to verify (with a ticket) or identify; `streamed`: the frames already sent ahead."""
     data = {"nonce": nonce} | ({"ticket_code": ticket} if ticket else {})
+    data |= {"streamed": str(streamed)} if streamed else {}
     path = "/v1/gate/verify/burst" if ticket else "/v1/gate/identify/burst"
     return await gate.post(path, data=data, files=[("frames", f) for f in frames])
 
@@ -290,14 +294,6 @@ async def part(gate: httpx.AsyncClient, nonce: str, frames: list[Upload], offset
     return await gate.post("/v1/gate/burst/frames", data=data, files=[("frames", f) for f in frames])
 
 
-async def rest(
-    gate: httpx.AsyncClient, nonce: str, frames: list[Upload], streamed: int, ticket: str | None = None
-) -> httpx.Response:
-    data = {"nonce": nonce, "streamed": str(streamed)} | ({"ticket_code": ticket} if ticket else {})
-    path = "/v1/gate/verify/burst" if ticket else "/v1/gate/identify/burst"
-    return await gate.post(path, data=data, files=[("frames", f) for f in frames])
-
-
 def streamed_parts(gateway: Gateway) -> int:
     return sum(1 for c in gateway.embedder.calls if c.endswith("/frames"))
 
@@ -313,7 +309,7 @@ async def test_a_streamed_burst_is_decided_as_the_whole_one(
     r = await part(live.gate, c["nonce"], frames[3:5], 3)
     assert (r.status_code, r.json()) == (202, {"frames": 5}), r.text
     assert streamed_parts(gateway) == sent + 2
-    r = await rest(live.gate, c["nonce"], frames[5:], 5, ticket="LIVE-1")
+    r = await burst(live.gate, c["nonce"], frames[5:], ticket="LIVE-1", streamed=5)
     assert decision(r) == ("admit", "match"), r.text
     entry = (await log(live))[0]
     assert (entry["decision"], entry["liveness"], entry["mode"]) == ("admit", "live", "verify")
@@ -325,7 +321,7 @@ async def test_a_streamed_burst_is_decided_as_the_whole_one(
     c = await challenge(live.gate)
     photo = uploads(headturn.planar_turn(headturn.camera_frame(clip[headturn.FRONTAL_FRAME]), **headturn.PRINT_TURN))
     assert (await part(live.gate, c["nonce"], photo[:4], 0)).status_code == 202
-    r = await rest(live.gate, c["nonce"], photo[4:], 4)
+    r = await burst(live.gate, c["nonce"], photo[4:], streamed=4)
     assert decision(r) == ("deny", "presentation_attack"), r.text
     assert (await log(live))[0]["liveness"] == "planar_motion"
 
@@ -361,7 +357,7 @@ async def test_streamed_parts_need_this_gates_open_challenge_and_store_nothing(
     assert len(await log(live)) == before, "nothing logged"
     # the end's own bounds: streamed + these frames make a burst
     for files, streamed in ((frames[:2], 11), (frames[:1], 2)):
-        r = await rest(live.gate, c["nonce"], files, streamed)
+        r = await burst(live.gate, c["nonce"], files, streamed=streamed)
         assert (r.status_code, r.json()["code"]) == (422, "burst_size"), r.text
     assert len(await log(live)) == before
 
@@ -374,9 +370,9 @@ async def test_a_burst_not_all_streamed_is_409_unspent_and_the_whole_burst_decid
     frames = live_turn(clip, c["direction"])
     # the end claims more than arrived (a part lost on the way), then claims frames never streamed at all
     assert (await part(live.gate, c["nonce"], frames[:3], 0)).status_code == 202
-    r = await rest(live.gate, c["nonce"], frames[5:], 5)
+    r = await burst(live.gate, c["nonce"], frames[5:], streamed=5)
     assert (r.status_code, r.json()["code"]) == (409, "burst_incomplete"), r.text
-    r = await rest(live.gate, c["nonce"], frames[3:], 3)  # the embedder ended that burst at the refusal
+    r = await burst(live.gate, c["nonce"], frames[3:], streamed=3)  # the embedder ended that burst at the refusal
     assert (r.status_code, r.json()["code"]) == (409, "burst_incomplete"), r.text
     # a part out of step is refused too
     assert (await part(live.gate, c["nonce"], frames[:3], 0)).status_code == 202

@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import ERROR_RESPONSES
 from services.contracts.liveness import LivenessMode
 from services.gateway import gate, liveness
+from services.gateway.auth import Principal
 from services.gateway.authfirst import AuthFirstRoute
 from services.gateway.deps import CacheDep, EmbedderDep, MatcherDep, RequireGate, SessionDep, SettingsDep
 from services.gateway.errors import EventNotFound, Forbidden
@@ -52,6 +54,16 @@ async def gate_event(session: SessionDep, principal: RequireGate) -> GateEvent:
     return GateEvent(mode=EventMode(event.mode), liveness=LivenessMode(event.liveness))
 
 
+async def _challenge_event(session: AsyncSession, principal: Principal) -> Event:
+    """The gate key's event, which must decide with the challenge (else 403 `liveness_off`)."""
+    event = await session.get(Event, principal.event_id) if principal.event_id else None
+    if event is None:
+        raise EventNotFound()
+    if event.liveness != LivenessMode.CHALLENGE:
+        raise Forbidden("this event decides on one frame: no challenge is needed", code="liveness_off")
+    return event
+
+
 @router.post("/challenge", status_code=status.HTTP_201_CREATED, response_model=Challenge)
 async def challenge(session: SessionDep, principal: RequireGate, settings: SettingsDep) -> Challenge:
     """A head-turn challenge for the next decision (events with `liveness: challenge`; else 403 `liveness_off`):
@@ -59,11 +71,7 @@ async def challenge(session: SessionDep, principal: RequireGate, settings: Setti
     `frames.min`-`frames.max` frames over at most `max_duration_ms`, and post them with `nonce` to
     `/v1/gate/identify/burst` or `/v1/gate/verify/burst` before `expires_at` (the first ones may go ahead while the
     person turns: `/v1/gate/burst/frames`). The nonce decides once."""
-    event = await session.get(Event, principal.event_id) if principal.event_id else None
-    if event is None:
-        raise EventNotFound()
-    if event.liveness != LivenessMode.CHALLENGE:
-        raise Forbidden("this event decides on one frame: no challenge is needed", code="liveness_off")
+    event = await _challenge_event(session, principal)
     return await liveness.issue(session, principal=principal, event=event, ttl_s=settings.challenge_ttl_s)
 
 
@@ -87,11 +95,7 @@ async def burst_frames(
     or spent here: the challenge must be open (409 `challenge_closed`), and a part that did not arrive in step, or
     a burst the embedder no longer holds, is 409 `burst_incomplete` here or at the decision; the gate then posts
     the whole burst with the same nonce."""
-    event = await session.get(Event, principal.event_id) if principal.event_id else None
-    if event is None:
-        raise EventNotFound()
-    if event.liveness != LivenessMode.CHALLENGE:
-        raise Forbidden("this event decides on one frame: no challenge is needed", code="liveness_off")
+    event = await _challenge_event(session, principal)
     photos = [await read_upload(f) for f in frames]
     liveness.check_frames(photos, offset, final=False)
     await liveness.check_open(session, nonce=nonce, principal=principal, event=event)
