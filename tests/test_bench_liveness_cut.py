@@ -52,6 +52,7 @@ def test_every_extra_clip_has_one_split_and_round3_is_held_back_from_the_passes(
         ROUND2,
         ROUND3,
         ROUND4,
+        ROUND5,
         TURNS,
         Case,
         person,
@@ -63,9 +64,49 @@ def test_every_extra_clip_has_one_split_and_round3_is_held_back_from_the_passes(
     assert set(ROUND4) <= set(EXTRA_CLIPS) and not set(ROUND4) & (set(ROUND2) | set(ROUND3))
     assert all(turn_split(f"{clip}:0-10", clip) == "round4" for clip in ROUND4)
     assert "round4" not in PEOPLE_SPLITS and "round4" not in RATIO_SPLITS
+    # round 5 (session 10): six more people, likewise
+    assert set(ROUND5) <= set(EXTRA_CLIPS) and not set(ROUND5) & (set(ROUND2) | set(ROUND3) | set(ROUND4))
+    assert all(turn_split(f"{clip}:0-10", clip) == "round5" for clip in ROUND5)
+    assert "round5" not in PEOPLE_SPLITS and "round5" not in RATIO_SPLITS
     for turn, clip, *_ in TURNS:
         split = turn_split(turn, clip)
         assert (split == "round3") == (clip in ROUND3)
         assert split != "round3" or (split not in PEOPLE_SPLITS and split not in RATIO_SPLITS)
         for source in (turn, turn + "-mirrored"):
             assert person(Case("bona_fide", split, source, [], LEFT)) == clip
+
+
+def test_kiosk_like_is_a_clear_turn_from_the_front_that_stops_before_profile() -> None:
+    """The rule declared in session 10 before it was computed on any round (README "Presentation attacks" 10)."""
+    from bench.liveness import kiosk_like
+
+    assert kiosk_like(0.0, 30.0) and kiosk_like(-15.0, -35.0) and kiosk_like(10.0, -10.0) and kiosk_like(5, 60)
+    assert not kiosk_like(16.0, 45.0)  # starts turned: the person was not looking at the camera
+    assert not kiosk_like(0.0, 19.9)  # not a clear turn
+    assert not kiosk_like(5.0, 61.0)  # into profile
+
+
+def test_bursts_carry_their_turns_pose_and_rows_count_kiosk_like_ones_apart() -> None:
+    """`mark_poses` gives a turn's pose to its bursts, mirrored or not, and nothing else; `table` and `by_turn_size`
+    count the kiosk-like and the size bands from it."""
+    from bench.liveness import Case, by_turn_size, mark_poses, table
+    from services.contracts.liveness import LivenessVerdict
+
+    def case(kind: str, source: str, live: bool) -> Case:
+        c = Case(kind, "round5", source, [], LEFT)
+        c.results["verdict"] = (LivenessVerdict.LIVE if live else LivenessVerdict.LIVENESS_FAILED).value
+        return c
+
+    cases = [
+        case("bona_fide", "a:0-9", True),
+        case("bona_fide", "a:0-9-mirrored", False),
+        case("bona_fide", "a:9-20", False),  # from 30 degrees: not kiosk-like
+        case("replay_other", "a:0-9", True),
+    ]
+    mark_poses(cases, {"a:0-9": (2.0, 34.0), "a:9-20": (34.0, 20.0)})
+    assert [c.results.get("kiosk_like") for c in cases] == [True, True, False, None]
+    rows = {str(r["rate"]): r for r in table(cases)}
+    kiosk = rows["BPCER kiosk-like head turns"]
+    assert (kiosk["errors"], kiosk["n"], kiosk["sources"]) == (1, 2, 2)
+    assert (rows["BPCER bona fide head turns"]["errors"], rows["BPCER bona fide head turns"]["n"]) == (2, 3)
+    assert by_turn_size(cases) == {"round5": {"30+": (1, 2), "under 20": (1, 1)}}
