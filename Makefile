@@ -60,6 +60,7 @@ bench: setup
 
 typecheck: setup
 	$(BIN)/mypy services
+	$(BIN)/mypy -p bench
 
 clean:
 	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache

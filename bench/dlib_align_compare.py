@@ -258,13 +258,15 @@ def main() -> None:
         has_mt, has_c = "mt_lm" in r, "m_C" in r
         for name, (tpl, wts) in variants.items():
             chips[name].append(
-                dlib_align.warp_chip(r["rgb"], dlib_align.similarity_transform(r["mt_lm"], tpl(r), wts(r)))
+                dlib_align.warp_chip(
+                    r["rgb"], dlib_align.similarity_transform(r["mt_lm"], tpl(r), wts(r)), dlib_align.CHIP_SIZE
+                )
                 if has_mt
                 else None
             )
         chips["B"].append(r.get("chip_B"))
         chips["C"].append(r.get("chip_C"))
-        chips["C-cv2"].append(dlib_align.warp_chip(r["rgb"], r["m_C"]) if has_c else None)
+        chips["C-cv2"].append(dlib_align.warp_chip(r["rgb"], r["m_C"], dlib_align.CHIP_SIZE) if has_c else None)
     emb = {}
     for k, cs in chips.items():
         present = [(i, c) for i, c in enumerate(cs) if c is not None]

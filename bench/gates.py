@@ -42,7 +42,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,7 +280,7 @@ async def send(
     return s
 
 
-Fire = Callable[[httpx.AsyncClient, random.Random, float], Awaitable[Sample]]
+Fire = Callable[[httpx.AsyncClient, random.Random, float], Coroutine[Any, Any, Sample]]
 
 
 def plain_fire(setup: Setup, n: int, mode: str, timeout: float) -> Fire:

@@ -62,6 +62,8 @@ def _letterbox(path: Path) -> np.ndarray:
     import cv2
 
     img = cv2.imread(str(path))
+    if img is None:
+        raise SystemExit(f"{path}: not an image cv2 can read")
     scale = min(headturn.FRAME_W / img.shape[1], headturn.FRAME_H / img.shape[0])
     resized = cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)))
     canvas = np.full((headturn.FRAME_H, headturn.FRAME_W, 3), 96, np.uint8)
@@ -89,21 +91,27 @@ async def set_liveness(base: str, org_token: str, event_id: str, mode: str) -> N
         r.raise_for_status()
 
 
+def tree_cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU so far of these processes, in seconds, with that of their children that ended and were
+    waited for (a Postgres backend that ended between two readings counts in its postmaster's, so a level's CPU
+    never loses it: without it, a backend alive at the first reading and gone at the second made the difference
+    negative)."""
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # ended since it was listed: its parent's children_* has it at the next reading
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def cpu_by_part(stack: Stack) -> dict[str, float]:
     """User + system CPU so far of each service and of Postgres (its postmaster and backends), in seconds."""
     parts = {name: [psutil.Process(p.pid)] for name, p in stack.procs.items()}
     pg = psutil.Process(stack._pg.get_pid())  # the stack's own Postgres
     parts["postgres"] = [pg, *pg.children(recursive=True)]
-    out: dict[str, float] = {}
-    for name, procs in parts.items():
-        out[name] = 0.0
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-                out[name] += t.user + t.system
-            except psutil.NoSuchProcess:
-                continue  # a backend that ended: its CPU is lost to both levels alike
-    return out
+    return {name: tree_cpu(procs) for name, procs in parts.items()}
 
 
 def server_decisions(stack: Stack) -> float:

@@ -112,6 +112,7 @@ async def nearest_templates(
 
 
 async def drop_hnsw_index(session: AsyncSession, event_id: uuid.UUID) -> None:
+    assert session.bind is not None  # the bench's sessions are bound to its engine
     index = session.bind.dialect.identifier_preparer.quote_identifier(f"{write_store.partition_name(event_id)}_hnsw")
     await session.execute(text(f"DROP INDEX IF EXISTS {index}"))
 
@@ -180,7 +181,7 @@ def seeds_loop(db: dict[str, np.ndarray], q: np.ndarray) -> tuple[str, float]:
 def start_pgserver(datadir: Path, shared_buffers: str) -> str:
     """The bench's own Postgres, with shared_buffers big enough to hold the largest index."""
     import pgserver
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import, one per binary
 
     # Left running between runs (cold starts would skew the first size); stop with pg_ctl if needed.
     server = pgserver.get_server(datadir, cleanup_mode=None)
