@@ -19,8 +19,8 @@ Split (thresholds are chosen on TUNING only; HELD-BACK is measured once at the s
   once at the shipped setting, nothing chosen on them; since session 8 tuning material too), round3 (six more
   people, session 8: held back from every choice made that session; since session 9 the material of the face-size
   floor), round4 (six more people, session 9: held back from every choice, measured once), round5 (session 10:
-  found, cut and measured once after the kiosk-like rule below was declared). `--only-split` runs just those
-  bursts, no tuning.
+  found, cut and measured once after the kiosk-like rule below was declared), round6 (session 10, five more people,
+  the same way after round 5). `--only-split` runs just those bursts, no tuning.
 - kiosk-like turns (declared in session 10 before it was computed on any round): a turn that starts within 15
   degrees of frontal and turns at least 20 degrees, not past 60; the table gives BPCER on them as its own row.
 `--fourth-pass` (session 8): the thresholds again on the twelve people with bursts in PEOPLE_SPLITS, scored per
@@ -157,6 +157,16 @@ TURNS = [
             "redshirt": "0-33 right, 33-55 left, 55-91 right",
             "curlyhair": "51-89 right, 89-128 left, 128-181 right, 181-204 left, 204-235 right, 235-294 left",
             "headphones": "19-37 left, 37-61 right, 61-117 left",
+            # round 6 (session 10; five more people, found and cut the same way after round 5 was measured):
+            # measured once
+            "braids": "90-137 left, 137-152 right, 152-227 left, 227-454 right, 454-468 left, 468-473 right, "
+            "473-517 left, 517-538 right, 538-580 left, 580-588 right, 588-593 left, 593-598 right, 598-602 left",
+            "whitehair": "1-30 right, 30-78 left, 78-128 right, 128-145 left, 145-155 right, 155-266 left, "
+            "266-284 right",
+            "longhair": "17-75 right, 75-137 left, 137-219 right, 219-266 left, 266-283 right, 283-294 left",
+            "bob": "0-4 right, 4-26 left, 26-111 right, 111-115 left, 115-120 right, 120-157 left, 157-176 right, "
+            "176-223 left",
+            "restoration": "0-7 right, 7-24 left, 24-88 right, 88-93 left",
         }.items()
         for part in cut.split(", ")
         for span, d in [part.split(" ")]
@@ -205,12 +215,22 @@ EXTRA_CLIPS = {
     "redshirt": "bernardfaceswap_selfie_bearded_man_redshirt_turns.mp4",  # Bernard3073/FaceSwap Data/Data2.mp4
     "curlyhair": "aadhyapfaceswap_selfie_man_glasses_curlyhair_turns.mp4",  # aadhyap/FaceSwap V1.mp4
     "headphones": "patodifaceswap_webcam_young_man_headphones_turns.mp4",  # patodichayan/FaceSwap Data/Data2.mp4
+    # round 6 (session 10)
+    "braids": "yiranran_vlog_young_black_woman_braids_turns.mp4",  # yiranran/Audio-driven-TalkingFace-HeadPose
+    "whitehair": "keep_talkshow_older_whitehaired_man_turns.mp4",  # jnjaby/KEEP assets/examples/real_4.mp4
+    "longhair": "keep_talkshow_young_woman_longhair_turns.mp4",  # jnjaby/KEEP assets/examples/real_2.mp4
+    "bob": "keep_interview_woman_blonde_bob_turns.mp4",  # jnjaby/KEEP assets/examples/real_1.mp4
+    "restoration": "pgtformer_studio_middleaged_man_turns.mp4",  # kepengxu/PGTFormer assets/inputdemovideo.mp4
 }
 ROUND2 = ("interview2", "selfie", "studio", "chatshow", "athlete", "cropped")
 ROUND3 = ("studio2", "vlog", "musicvideo", "film", "ted", "redcarpet")
 ROUND4 = ("darkroom", "hearing", "shake", "talkshow", "filmscene", "wallvlog")
 ROUND5 = ("webcamglasses", "phoneselfie", "window", "redshirt", "curlyhair", "headphones")
-SPLITS = ("tuning", "held_back", "second_person", "third_person", "new_people", "round2", "round3", "round4", "round5")
+ROUND6 = ("braids", "whitehair", "longhair", "bob", "restoration")
+# Rounds measured alone since session 9: each draws its replays from its own generator ([seed, n]), so they are the
+# same bursts whether the rest is rendered or not.
+LATE_ROUNDS = {"round4": ROUND4, "round5": ROUND5, "round6": ROUND6}
+SPLITS = ("tuning", "held_back", "second_person", "third_person", "new_people", "round2", "round3", *LATE_ROUNDS)
 
 
 def yaw_trace(pipe: FacePipeline, clip: list[np.ndarray]) -> tuple[list[float | None], list[float | None]]:
@@ -286,7 +306,7 @@ def turn_split(name: str, clip_name: str) -> str:
     if clip_name in EXTRA_CLIPS:
         if clip_name == "webcam":
             return "third_person"
-        for split, clips in (("round2", ROUND2), ("round3", ROUND3), ("round4", ROUND4), ("round5", ROUND5)):
+        for split, clips in (("round2", ROUND2), ("round3", ROUND3), *LATE_ROUNDS.items()):
             if clip_name in clips:
                 return split
         return "new_people"
@@ -854,7 +874,7 @@ def main() -> None:
     ap.add_argument("--extra", default=None, help="folder of EXTRA_CLIPS (default: --faces/live/extra)")
     ap.add_argument(
         "--only-split",
-        choices=("third_person", "new_people", "round2", "round3", "round4", "round5"),
+        choices=("third_person", "new_people", "round2", "round3", *LATE_ROUNDS),
         action="append",
         help="only these extra clips' bona fide turns and replays, at the settings' values (no tuning, no photos)",
     )
@@ -865,11 +885,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pipe = FacePipeline()
     pipe.load()
-    # A late round alone (round 4 since session 9, round 5 since session 10) renders only its own clips: its replays
-    # draw from their own generator, so they are the same bursts whether the rest is rendered or not.
-    late = {"round4": ROUND4, "round5": ROUND5}
-    only_late = bool(args.only_split) and set(args.only_split) <= set(late)
-    late_clips = {name for split in args.only_split or () if split in late for name in late[split]}
+    # A late round alone renders only its own clips.
+    only_late = bool(args.only_split) and set(args.only_split) <= set(LATE_ROUNDS)
+    late_clips = {name for split in args.only_split or () if split in LATE_ROUNDS for name in LATE_ROUNDS[split]}
     clips: dict[str, list[np.ndarray] | None] = {
         name: None if only_late else read_clip(faces / path) for name, path in CLIPS.items()
     }
@@ -879,12 +897,12 @@ def main() -> None:
         clips[name] = read_clip(extra / file) if wanted and (extra / file).is_file() else None
         if wanted and clips[name] is None:
             print(f"{name} skipped: {extra / file} not found (EXTRA_CLIPS says where it comes from)")
-    rng4, rng5 = np.random.default_rng([args.seed, 4]), np.random.default_rng([args.seed, 5])
+    late_rngs = {split: np.random.default_rng([args.seed, int(split[5:])]) for split in LATE_ROUNDS}
     if only_late:
         cases = bona_fide_cases(clips)
-        for split, rng_late in (("round4", rng4), ("round5", rng5)):
+        for split, people in LATE_ROUNDS.items():
             if split in args.only_split:
-                cases += replay_cases(clips, rng_late, args.replays, set(late[split]))
+                cases += replay_cases(clips, late_rngs[split], args.replays, set(people))
         only_extra(pipe, cases, turn_poses(pipe, clips), args.json)
         return
     t0 = time.perf_counter()
@@ -893,11 +911,12 @@ def main() -> None:
     cases = bona_fide_cases(clips) + replay_cases(clips, rng, args.replays, {"interview"})
     cases += photo_cases(pipe, faces, rng, args.per_kind) + replay_cases(clips, rng, args.replays, {"stage"})
     cases += replay_cases(clips, rng, args.replays, {"webcam"})
-    cases += replay_cases(clips, rng, args.replays, set(EXTRA_CLIPS) - {"webcam", *ROUND2, *ROUND3, *ROUND4, *ROUND5})
+    late_people = {name for people in LATE_ROUNDS.values() for name in people}
+    cases += replay_cases(clips, rng, args.replays, set(EXTRA_CLIPS) - {"webcam", *ROUND2, *ROUND3, *late_people})
     cases += replay_cases(clips, rng, args.replays, set(ROUND2))
     cases += replay_cases(clips, rng, args.replays, set(ROUND3))
-    cases += replay_cases(clips, rng4, args.replays, set(ROUND4))
-    cases += replay_cases(clips, rng5, args.replays, set(ROUND5))
+    for split, people in LATE_ROUNDS.items():
+        cases += replay_cases(clips, late_rngs[split], args.replays, set(people))
     print(f"rendered {len(cases)} bursts in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.fourth_pass:
         out = fourth_pass(pipe, cases, pipe.settings.liveness)

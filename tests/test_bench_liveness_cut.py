@@ -53,6 +53,7 @@ def test_every_extra_clip_has_one_split_and_round3_is_held_back_from_the_passes(
         ROUND3,
         ROUND4,
         ROUND5,
+        ROUND6,
         TURNS,
         Case,
         person,
@@ -68,6 +69,11 @@ def test_every_extra_clip_has_one_split_and_round3_is_held_back_from_the_passes(
     assert set(ROUND5) <= set(EXTRA_CLIPS) and not set(ROUND5) & (set(ROUND2) | set(ROUND3) | set(ROUND4))
     assert all(turn_split(f"{clip}:0-10", clip) == "round5" for clip in ROUND5)
     assert "round5" not in PEOPLE_SPLITS and "round5" not in RATIO_SPLITS
+    # round 6 (session 10): five more people, likewise
+    earlier = set(ROUND2) | set(ROUND3) | set(ROUND4) | set(ROUND5)
+    assert set(ROUND6) <= set(EXTRA_CLIPS) and not set(ROUND6) & earlier
+    assert all(turn_split(f"{clip}:0-10", clip) == "round6" for clip in ROUND6)
+    assert "round6" not in PEOPLE_SPLITS and "round6" not in RATIO_SPLITS
     for turn, clip, *_ in TURNS:
         split = turn_split(turn, clip)
         assert (split == "round3") == (clip in ROUND3)
