@@ -1,7 +1,7 @@
 """Presentation-attack detection (issue 17): APCER per attack type and BPCER, ISO/IEC 30107-3 terms.
 
     .venv/bin/python bench/liveness.py [--faces DIR] [--per-kind 50] [--seed 17] [--json out.json]
-                                       [--extra DIR] [--only-split third_person|new_people|round2|...|round5 ...]
+                                       [--extra DIR] [--only-split third_person|new_people|round2|...|round6 ...]
 
 SYNTHETIC ATTACKS: no spoof dataset is installable here, so every attack is rendered from real photos and real
 video by `services/tools/attacks.py` (print, curved print, phone screen, replayed recording). Bona fide
@@ -897,7 +897,7 @@ def main() -> None:
         clips[name] = read_clip(extra / file) if wanted and (extra / file).is_file() else None
         if wanted and clips[name] is None:
             print(f"{name} skipped: {extra / file} not found (EXTRA_CLIPS says where it comes from)")
-    late_rngs = {split: np.random.default_rng([args.seed, int(split[5:])]) for split in LATE_ROUNDS}
+    late_rngs = {split: np.random.default_rng([args.seed, int(split.removeprefix("round"))]) for split in LATE_ROUNDS}
     if only_late:
         cases = bona_fide_cases(clips)
         for split, people in LATE_ROUNDS.items():
